@@ -1,0 +1,127 @@
+"""The pipeline model: one pydantic model that the Python API, the CLI and
+the HTTP API all take. It validates names against the registries (an unknown
+name lists the valid ones) and parameters against each function's signature,
+and dumps to the fully resolved pipeline (every default filled in).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from .errors import ConfigError
+from .images import SizePolicy
+from .metrics import METRICS
+from .postprocess import POST_PROCESSORS
+from .preprocess import PRE_PROCESSORS
+from .regions import RegionsConfig
+from .registry import Registry
+from .strategies import STRATEGIES
+
+__all__ = ["DEFAULT_PIPELINE", "PipelineConfig", "Step"]
+
+#: A processor/strategy/metric: its name, or ``{"name": ..., **parameters}``.
+Step = Union[str, dict[str, Any]]
+
+_STEP_DOC = 'a name, or an object {"name": ..., **parameters}'
+
+
+def _resolve(registry: Registry, value: Any, index: int | None = None) -> dict[str, Any]:
+    try:
+        return registry.resolve(value)
+    except ConfigError as exc:
+        kind = "unknown_name" if "unknown" in exc.message else "invalid_step"
+        if index is None:
+            raise PydanticCustomError(kind, exc.message) from None
+        raise _at(index, [{"type": kind, "msg": exc.message, "loc": (), "input": value}]) from None
+    except ValidationError as exc:
+        if index is None:
+            raise
+        raise _at(index, exc.errors()) from None
+
+
+def _at(index: int, errors: list[Any]) -> ValidationError:
+    """Re-raise errors of the list item ``index`` with the index in their location."""
+    return ValidationError.from_exception_data("PipelineConfig", [
+        {"type": PydanticCustomError(e["type"], e["msg"].replace("{", "{{").replace("}", "}}")),
+         "loc": (index, *e["loc"]), "input": e["input"]}
+        for e in errors
+    ])
+
+
+class PipelineConfig(BaseModel):
+    """A whole difference-finding pipeline.
+
+    pre_processor -> strategy (using metric) -> channel reduction ->
+    post_processor(s) -> regions.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
+
+    pre_processor: Annotated[Step, Field(description=_STEP_DOC)] = "identity"
+    strategy: Annotated[Step, Field(description=_STEP_DOC)] = "map"
+    metric: Annotated[Step, Field(description=_STEP_DOC)] = "ssim"
+    post_processor: Annotated[Step | list[Step], Field(
+        description=_STEP_DOC + ", or a list of them applied in order")] = "identity"
+    reduction: Literal["mean", "max", "none"] = Field(
+        "mean", description="how colour channels are combined into one map; 'none' keeps them")
+    data_range: Annotated[float, Field(gt=0, description="value span of float inputs")] = 1.0
+    size_policy: SizePolicy = Field(
+        "error", description="what to do when sizes differ: error, or resize/crop/pad")
+    regions: RegionsConfig = Field(default_factory=RegionsConfig)
+
+    @field_validator("pre_processor", mode="before")
+    @classmethod
+    def _pre(cls, v: Any) -> dict[str, Any]:
+        return _resolve(PRE_PROCESSORS, v)
+
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _strategy(cls, v: Any) -> dict[str, Any]:
+        return _resolve(STRATEGIES, v)
+
+    @field_validator("metric", mode="before")
+    @classmethod
+    def _metric(cls, v: Any) -> dict[str, Any]:
+        return _resolve(METRICS, v)
+
+    @field_validator("post_processor", mode="before")
+    @classmethod
+    def _post(cls, v: Any) -> list[dict[str, Any]]:
+        steps = v if isinstance(v, list) else [v]
+        if len(steps) > 16:
+            raise PydanticCustomError("too_long", "at most 16 post-processors may be chained")
+        return [_resolve(POST_PROCESSORS, s, i) for i, s in enumerate(steps)]
+
+    @model_validator(mode="after")
+    def _compatible(self) -> PipelineConfig:
+        strategy = STRATEGIES.get(self.strategy["name"])
+        metric = METRICS.get(self.metric["name"])
+        if strategy.meta.get("needs_map") and not metric.meta.get("has_map"):
+            with_map = [e.name for e in METRICS if e.meta.get("has_map")]
+            raise ValueError(
+                f"strategy {self.strategy['name']!r} needs a metric with a spatial map; "
+                f"{self.metric['name']!r} has none (use one of: {', '.join(with_map)})"
+            )
+        return self
+
+    @property
+    def post_processors(self) -> list[dict[str, Any]]:
+        pp = self.post_processor
+        return pp if isinstance(pp, list) else [pp]
+
+    @property
+    def uses_lpips(self) -> bool:
+        return bool(METRICS.get(self.metric["name"]).meta.get("needs_weights"))
+
+
+DEFAULT_PIPELINE = PipelineConfig()

@@ -1,0 +1,85 @@
+"""Typed exceptions: every failure a caller can cause or fix has its own class.
+
+The HTTP service maps these to RFC 9457 problem responses, so each carries a
+stable ``code`` (used as the problem ``type`` suffix) and an HTTP ``status``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "DeviceError",
+    "DifferenceFinderError",
+    "ImageDecodeError",
+    "InputError",
+    "MetricError",
+    "PairingError",
+    "ShapeMismatchError",
+    "WeightsMissingError",
+]
+
+
+class DifferenceFinderError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+    code = "error"
+    status = 500
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+
+class InputError(DifferenceFinderError, ValueError):
+    """An input image or array cannot be used (shape, dtype, values, format)."""
+
+    code = "invalid-input"
+    status = 422
+
+
+class ImageDecodeError(InputError):
+    """A file or byte string is not a decodable image of a supported format."""
+
+    code = "undecodable-image"
+
+
+class ShapeMismatchError(InputError):
+    """The two images differ in size and no size policy was asked for."""
+
+    code = "shape-mismatch"
+
+
+class PairingError(InputError):
+    """Two directories do not hold the same set of image names."""
+
+    code = "unpaired-files"
+
+
+class ConfigError(DifferenceFinderError, ValueError):
+    """A pipeline configuration is invalid (unknown name, bad parameter)."""
+
+    code = "invalid-config"
+    status = 422
+
+
+class MetricError(InputError):
+    """A metric cannot be computed for these inputs (e.g. too small for MS-SSIM)."""
+
+    code = "metric-not-applicable"
+
+
+class WeightsMissingError(DifferenceFinderError, RuntimeError):
+    """Pretrained backbone weights are not on disk; nothing is downloaded silently."""
+
+    code = "weights-missing"
+    status = 503
+
+
+class DeviceError(DifferenceFinderError, RuntimeError):
+    """The requested compute device does not exist here."""
+
+    code = "device-unavailable"
+    status = 503

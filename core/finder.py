@@ -1,0 +1,216 @@
+"""The Finder: runs a :class:`PipelineConfig` on image pairs.
+
+``Finder(...).run(a, b)`` is the seed-compatible call returning numpy maps;
+``Finder(...).analyze(a, b)`` returns full :class:`PairResult` objects (map,
+metric scores, regions, timings) and is what the CLI and the service use.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import PipelineConfig, Step
+from .errors import DeviceError, InputError
+from .images import ImageLike, Limits, align_pair, pair_directories, to_tensor
+from .metrics import METRICS
+from .postprocess import POST_PROCESSORS
+from .preprocess import PRE_PROCESSORS
+from .regions import Region, find_regions
+from .strategies import STRATEGIES, BoundMetric
+
+__all__ = ["Finder", "PairResult", "resolve_device"]
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``auto`` (or None) picks the first GPU when there is one, else the CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise DeviceError(f"invalid device {device!r}: {exc}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {device!r} requested but CUDA is not available here")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(
+                f"device {device!r} requested but only {torch.cuda.device_count()} GPU(s) exist"
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"device {device!r} requested but MPS is not available here")
+    return dev
+
+
+@dataclass
+class PairResult:
+    """Everything computed for one image pair."""
+
+    map: np.ndarray  # float32 (H, W), or (C, H, W) with reduction "none"
+    metrics: dict[str, float] = field(default_factory=dict)  # {metric name: score}
+    regions: list[Region] = field(default_factory=list)
+    timing_ms: dict[str, float] = field(default_factory=dict)
+
+
+def _is_dir(x: Any) -> bool:
+    return isinstance(x, (str, Path)) and Path(x).is_dir()
+
+
+class Finder:
+    """Find where two images differ.
+
+    Parameters are the seed's (names or ``{"name": ..., **params}`` dicts),
+    plus any other :class:`PipelineConfig` field as a keyword; or pass a
+    ready ``config``. ``device`` is ``"auto"``, ``"cpu"``, ``"cuda:1"``, ...
+    """
+
+    def __init__(
+        self,
+        pre_processor: Step | None = None,
+        post_processor: Step | list[Step] | None = None,
+        strategy: Step | None = None,
+        metric: Step | None = None,
+        device: str | torch.device | None = "auto",
+        *,
+        config: PipelineConfig | dict[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        given = {"pre_processor": pre_processor, "post_processor": post_processor,
+                 "strategy": strategy, "metric": metric}
+        fields = {k: v for k, v in given.items() if v is not None}
+        if config is not None:
+            base = config.model_dump() if isinstance(config, PipelineConfig) else dict(config)
+            fields = {**base, **fields}
+        self.config = PipelineConfig.model_validate({**fields, **options})
+        self.device = resolve_device(device)
+        cfg = self.config
+        self._pre = self._bind(PRE_PROCESSORS, cfg.pre_processor)
+        self._strategy = STRATEGIES.get(cfg.strategy["name"])
+        self._strategy_params = {k: v for k, v in cfg.strategy.items() if k != "name"}
+        metric_entry = METRICS.get(cfg.metric["name"])
+        metric_params = {k: v for k, v in cfg.metric.items() if k != "name"}
+        self.metric_name = metric_entry.name
+        self._metric: BoundMetric = lambda x, y, want_map: metric_entry.func(
+            x, y, cfg.data_range, want_map, **metric_params)
+        self._post = [self._bind(POST_PROCESSORS, step) for step in cfg.post_processors]
+
+    @classmethod
+    def from_config(cls, config: PipelineConfig | dict[str, Any],
+                    device: str | torch.device | None = "auto") -> Finder:
+        return cls(config=config, device=device)
+
+    def _bind(self, registry, step: dict[str, Any]) -> Callable[..., torch.Tensor]:
+        entry = registry.get(step["name"])
+        params = {k: v for k, v in step.items() if k != "name"}
+        if registry is PRE_PROCESSORS:
+            data_range = self.config.data_range
+            return lambda x: entry.func(x, data_range, **params)
+        return lambda m: entry.func(m, **params)
+
+    # -- tensors in, tensors out -------------------------------------------------
+
+    def compute(self, reference: torch.Tensor, candidate: torch.Tensor, *,
+                with_score: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Maps for (N, C, H, W) float tensors: ``(maps, scores or None)``.
+
+        Maps are (N, H, W), or (N, C, H, W) with reduction ``"none"``; scores
+        are the configured metric's per-sample values.
+        """
+        needs_grad = bool(self._strategy.meta.get("needs_grad"))
+        ref = reference.to(self.device, non_blocking=True)
+        cand = candidate.to(self.device, non_blocking=True)
+        ref, cand = align_pair(ref, cand, self.config.size_policy)
+        with torch.inference_mode(not needs_grad):
+            if needs_grad:  # tensors made under inference mode cannot join autograd
+                ref = ref.clone() if ref.is_inference() else ref
+                cand = cand.clone() if cand.is_inference() else cand
+            ref, cand = self._pre(ref), self._pre(cand)
+            maps, out = self._strategy.func(ref, cand, self._metric, **self._strategy_params)
+            scores = None
+            if with_score:
+                if out is None:
+                    with torch.no_grad():
+                        out = self._metric(ref, cand, False)
+                scores = out.score.detach()
+            maps = maps.detach()
+            if self.config.reduction == "mean":
+                maps = maps.mean(dim=1)
+            elif self.config.reduction == "max":
+                maps = maps.amax(dim=1)
+            for post in self._post:
+                maps = post(maps)
+        return maps, scores
+
+    # -- anything in, numpy out ---------------------------------------------------
+
+    def _load(self, image: ImageLike, what: str, limits: Limits | None) -> torch.Tensor:
+        if _is_dir(image):
+            raise InputError(f"{what} is a directory but the other input is not")
+        return to_tensor(image, what=what, limits=limits)[0]
+
+    def analyze(
+        self, reference: ImageLike, candidate: ImageLike, *, metrics: bool = True,
+        regions: bool = True, limits: Limits | None = None,
+    ) -> list[PairResult]:
+        """Full results for one pair or a batch (one :class:`PairResult` per sample)."""
+        t0 = time.perf_counter()
+        ref = self._load(reference, "reference", limits)
+        cand = self._load(candidate, "candidate", limits)
+        t1 = time.perf_counter()
+        maps, scores = self.compute(ref, cand, with_score=metrics)
+        maps_np = maps.float().cpu().numpy()
+        scores_np = scores.float().cpu().numpy() if scores is not None else None
+        t2 = time.perf_counter()
+        results = []
+        for i, m in enumerate(maps_np):
+            found = find_regions(m, self.config.regions) if regions else []
+            results.append(PairResult(
+                map=np.ascontiguousarray(m, dtype=np.float32),
+                metrics={self.metric_name: float(scores_np[i])} if scores_np is not None else {},
+                regions=found,
+            ))
+        t3 = time.perf_counter()
+        timing = {"load": (t1 - t0) * 1e3, "compute": (t2 - t1) * 1e3,
+                  "regions": (t3 - t2) * 1e3}
+        for r in results:
+            r.timing_ms = dict(timing)
+        return results
+
+    def run(self, img1: ImageLike, img2: ImageLike, return_metric: bool = False,
+            progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None) -> Any:
+        """Seed-compatible: the difference map(s) as float32 numpy.
+
+        - one pair: (H, W) (or (C, H, W) with reduction "none");
+        - a batch of N > 1 pairs (4-D inputs): (N, H, W) - every sample;
+        - two directories: a list of (H, W) maps in file-name order.
+
+        With ``return_metric=True`` returns ``(maps, metric)``: a float for one
+        pair, an (N,) array for a batch, a list of floats for directories.
+        """
+        if _is_dir(img1) and _is_dir(img2):
+            pairs = pair_directories(img1, img2)
+            iterator = progress(pairs) if progress is not None else pairs
+            maps, values = [], []
+            for a, b in iterator:
+                res = self.analyze(a, b, metrics=return_metric, regions=False)[0]
+                maps.append(res.map)
+                values.append(res.metrics.get(self.metric_name, float("nan")))
+            return (maps, values) if return_metric else maps
+        results = self.analyze(img1, img2, metrics=return_metric, regions=False)
+        if len(results) == 1:
+            out = results[0].map
+            value: Any = results[0].metrics.get(self.metric_name)
+        else:
+            out = np.stack([r.map for r in results])
+            value = np.array([r.metrics.get(self.metric_name, np.nan) for r in results],
+                             dtype=np.float64)
+        return (out, value) if return_metric else out
+
+    def __repr__(self) -> str:
+        return f"Finder(device={str(self.device)!r}, config={self.config.model_dump()!r})"

@@ -1,0 +1,211 @@
+"""Image-quality metrics, each giving a per-sample score, a differentiable
+distance (higher = more different, for the gradient strategy) and, where the
+metric has one, a spatial dissimilarity map at the input's resolution.
+
+Metric functions take ``(reference, candidate, data_range, want_map)`` and
+keyword-only parameters; register your own with ``@METRICS.register(name)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import AfterValidator, Field
+
+from .errors import MetricError
+from .models import MODEL_CACHE
+from .registry import Registry
+
+__all__ = ["METRICS", "MetricOutput", "gaussian_window", "ssim_components"]
+
+METRICS = Registry("metric")
+
+
+@dataclass
+class MetricOutput:
+    """What a metric returns for a batch of N pairs."""
+
+    score: torch.Tensor  # (N,) in the metric's own units (dB for PSNR ...)
+    distance: torch.Tensor  # (N,) differentiable, higher = more different
+    map: torch.Tensor | None = None  # (N, C, H, W) dissimilarity, or None
+
+
+def _per_sample_mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return (x - y).pow(2).flatten(1).mean(1)
+
+
+@METRICS.register("mse", higher_is_better=False, has_map=True)
+def mse(x: torch.Tensor, y: torch.Tensor, data_range: float, want_map: bool) -> MetricOutput:
+    """Mean squared error; its map is the per-pixel squared error."""
+    err = (x - y).pow(2)
+    score = err.flatten(1).mean(1)
+    return MetricOutput(score, score, err if want_map else None)
+
+
+@METRICS.register("psnr", higher_is_better=True, has_map=True, unit="dB")
+def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float, want_map: bool) -> MetricOutput:
+    """Peak signal-to-noise ratio in dB (infinite for identical images).
+
+    Its map is the per-pixel squared error, the quantity PSNR averages.
+    """
+    err = (x - y).pow(2)
+    m = err.flatten(1).mean(1)
+    score = 10.0 * torch.log10(data_range**2 / m)  # inf where m == 0
+    # The distance (-PSNR) uses a floored MSE so identical pairs get a zero,
+    # not a NaN, gradient: d/dx of -10 log10(1/m) = 10/ln10 * dm/dx / m.
+    distance = -10.0 * torch.log10(data_range**2 / m.clamp_min(1e-20))
+    return MetricOutput(score, distance, err if want_map else None)
+
+
+def gaussian_window(size: int, sigma: float, device: torch.device) -> torch.Tensor:
+    """Normalised 1-D Gaussian of ``size`` taps (same as pytorch_msssim)."""
+    coords = torch.arange(size, dtype=torch.float32, device=device) - size // 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def _symmetric_pad(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Pad H and W by ``r`` with edge-repeating reflection (scipy's 'reflect')."""
+    x = torch.cat([x[..., :r, :].flip(-2), x, x[..., -r:, :].flip(-2)], dim=-2)
+    return torch.cat([x[..., :r].flip(-1), x, x[..., -r:].flip(-1)], dim=-1)
+
+
+def _odd(v: int) -> int:
+    if v % 2 == 0:
+        raise ValueError("must be odd")
+    return v
+
+
+WinSize = Annotated[int, Field(ge=3, le=63), AfterValidator(_odd)]
+Sigma = Annotated[float, Field(gt=0.0, le=20.0)]
+K = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+def ssim_components(
+    x: torch.Tensor, y: torch.Tensor, data_range: float, win_size: int, sigma: float,
+    k1: float, k2: float, full: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SSIM and contrast-structure maps, (N, C, H', W').
+
+    ``full=False``: valid convolution (H' = H - win + 1), as Wang et al. and
+    pytorch_msssim. ``full=True``: symmetric padding, map at input size
+    (scikit-image's ``full=True`` map).
+    """
+    n, c, h, w = x.shape
+    if min(h, w) < win_size:
+        raise MetricError(
+            f"SSIM with win_size {win_size} needs images at least {win_size} pixels on each "
+            f"side; got {w}x{h}. Use a smaller win_size."
+        )
+    g = gaussian_window(win_size, sigma, x.device).to(x.dtype)
+    stack = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # one grouped conv for all five
+    if full:
+        stack = _symmetric_pad(stack, win_size // 2)
+    groups = stack.shape[1]
+    stack = F.conv2d(stack, g.view(1, 1, 1, -1).expand(groups, 1, 1, win_size), groups=groups)
+    stack = F.conv2d(stack, g.view(1, 1, -1, 1).expand(groups, 1, win_size, 1), groups=groups)
+    mu_x, mu_y, xx, yy, xy = stack.split(c, dim=1)
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    mu_xy = mu_x * mu_y
+    mu_xx, mu_yy = mu_x * mu_x, mu_y * mu_y
+    cs = (2 * (xy - mu_xy) + c2) / ((xx - mu_xx) + (yy - mu_yy) + c2)
+    return (2 * mu_xy + c1) / (mu_xx + mu_yy + c1) * cs, cs
+
+
+@METRICS.register("ssim", higher_is_better=True, has_map=True)
+def ssim(
+    x: torch.Tensor, y: torch.Tensor, data_range: float, want_map: bool, *,
+    win_size: WinSize = 11, sigma: Sigma = 1.5, k1: K = 0.01, k2: K = 0.03,
+) -> MetricOutput:
+    """Structural similarity (Gaussian window). Map: 1 - local SSIM.
+
+    The score averages the valid (unpadded) area, matching pytorch_msssim and
+    scikit-image (gaussian_weights=True, use_sample_covariance=False).
+    """
+    if want_map:
+        smap, _ = ssim_components(x, y, data_range, win_size, sigma, k1, k2, full=True)
+        r = win_size // 2
+        score = smap[..., r : smap.shape[-2] - r, r : smap.shape[-1] - r].flatten(1).mean(1)
+        return MetricOutput(score, 1 - score, 1 - smap)
+    smap, _ = ssim_components(x, y, data_range, win_size, sigma, k1, k2, full=False)
+    score = smap.flatten(1).mean(1)
+    return MetricOutput(score, 1 - score)
+
+
+_MS_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+@METRICS.register("ms-ssim", higher_is_better=True, has_map=False)
+def ms_ssim(
+    x: torch.Tensor, y: torch.Tensor, data_range: float, want_map: bool, *,
+    win_size: WinSize = 11, sigma: Sigma = 1.5, k1: K = 0.01, k2: K = 0.03,
+) -> MetricOutput:
+    """Multi-scale SSIM over 5 scales (pytorch_msssim). No spatial map.
+
+    Images too small for 4 halvings with this window raise a clear
+    MetricError (we do not silently change the metric): the shorter side
+    must exceed (win_size - 1) * 16.
+    """
+    from pytorch_msssim import ms_ssim as _ms_ssim
+
+    h, w = x.shape[-2:]
+    need = (win_size - 1) * 16
+    if min(h, w) <= need:
+        smallest = max(3, (min(h, w) - 1) // 16 + 1)
+        smallest += smallest % 2 == 0
+        hint = (f"use win_size {smallest} or less" if (smallest - 1) * 16 < min(h, w)
+                else "use larger images or the 'ssim' metric")
+        raise MetricError(
+            f"MS-SSIM with win_size {win_size} needs both sides larger than {need} pixels "
+            f"(4 halvings); got {w}x{h}: {hint}"
+        )
+    score = _ms_ssim(x, y, data_range=data_range, size_average=False, win_size=win_size,
+                     win_sigma=sigma, weights=list(_MS_WEIGHTS), K=(k1, k2))
+    return MetricOutput(score, 1 - score)
+
+
+def _lpips_input(t: torch.Tensor, data_range: float) -> torch.Tensor:
+    """LPIPS expects 3 channels in [-1, 1]."""
+    if t.shape[1] == 1:
+        t = t.expand(-1, 3, -1, -1)
+    elif t.shape[1] != 3:
+        raise MetricError(f"LPIPS needs 1 or 3 channels, got {t.shape[1]}")
+    return t * (2.0 / data_range) - 1.0
+
+
+@METRICS.register("lpips", higher_is_better=False, has_map=True, needs_weights=True)
+def lpips_metric(
+    x: torch.Tensor, y: torch.Tensor, data_range: float, want_map: bool, *,
+    net: Literal["alex", "vgg", "squeeze"] = "alex",
+) -> MetricOutput:
+    """Learned perceptual distance (Zhang et al. 2018, lpips v0.1).
+
+    The network comes from the model cache (built once per net and device).
+    Map: the per-layer distances upsampled to the input size and summed,
+    as lpips's ``spatial=True``; the score is lpips's spatial average.
+    """
+    import lpips as _lpips
+
+    model = MODEL_CACHE.lpips(net, x.device)
+    h, w = x.shape[-2:]
+    if min(h, w) < 16:
+        raise MetricError(f"LPIPS needs images of at least 16x16 pixels; got {w}x{h}")
+    feats_x = model.net(model.scaling_layer(_lpips_input(x, data_range)))
+    feats_y = model.net(model.scaling_layer(_lpips_input(y, data_range)))
+    score = x.new_zeros(x.shape[0])
+    dmap = x.new_zeros(x.shape[0], 1, h, w) if want_map else None
+    for k, (fx, fy) in enumerate(zip(feats_x, feats_y, strict=True)):
+        d = model.lins[k]((_lpips.normalize_tensor(fx) - _lpips.normalize_tensor(fy)) ** 2)
+        score = score + d.mean(dim=(1, 2, 3))
+        if dmap is not None:
+            dmap = dmap + F.interpolate(d, size=(h, w), mode="bilinear", align_corners=False)
+    return MetricOutput(score, score, dmap)
+
+
+def finite_or_none(v: float) -> float | None:
+    """JSON has no infinities: identical images' PSNR is reported as None."""
+    return v if math.isfinite(v) else None
