@@ -6,7 +6,7 @@ and dumps to the fully resolved pipeline (every default filled in).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -30,7 +30,7 @@ from .strategies import STRATEGIES
 __all__ = ["DEFAULT_PIPELINE", "PipelineConfig", "Step"]
 
 #: A processor/strategy/metric: its name, or ``{"name": ..., **parameters}``.
-Step = Union[str, dict[str, Any]]
+Step = str | dict[str, Any]
 
 _STEP_DOC = 'a name, or an object {"name": ..., **parameters}'
 

@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ SUPPORTED_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
 #: PIL format names we decode; anything else is refused before decoding.
 SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP")
 
-ImageLike = Union[str, Path, torch.Tensor, np.ndarray, Image.Image]
+ImageLike = str | Path | torch.Tensor | np.ndarray | Image.Image
 
 _CHANNELS = (1, 2, 3, 4)
 

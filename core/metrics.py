@@ -95,7 +95,7 @@ def ssim_components(
     pytorch_msssim. ``full=True``: symmetric padding, map at input size
     (scikit-image's ``full=True`` map).
     """
-    n, c, h, w = x.shape
+    _, c, h, w = x.shape
     if min(h, w) < win_size:
         raise MetricError(
             f"SSIM with win_size {win_size} needs images at least {win_size} pixels on each "

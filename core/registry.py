@@ -70,7 +70,9 @@ class Registry:
         self.kind = kind
         self._entries: dict[str, Entry] = {}
 
-    def register(self, name: str, **meta: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def register(
+        self, name: str, **meta: Any
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Decorator: register ``func`` under ``name``; keyword-only args are its parameters."""
 
         def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
