@@ -24,6 +24,7 @@ from .metrics import METRICS
 from .postprocess import POST_PROCESSORS
 from .preprocess import PRE_PROCESSORS
 from .regions import RegionsConfig
+from .render import RenderConfig
 from .registry import Registry
 from .strategies import STRATEGIES
 
@@ -78,6 +79,8 @@ class PipelineConfig(BaseModel):
     size_policy: SizePolicy = Field(
         "error", description="what to do when sizes differ: error, or resize/crop/pad")
     regions: RegionsConfig = Field(default_factory=RegionsConfig)
+    render: RenderConfig = Field(default_factory=RenderConfig,
+                                 description="how PNG heatmaps of the map are drawn")
 
     @field_validator("pre_processor", mode="before")
     @classmethod
