@@ -196,6 +196,8 @@ def _numpy_to_torch(a: np.ndarray, what: str) -> torch.Tensor:
         raise InputError(
             f"{what}: dtype {a.dtype} is ambiguous; give uint8, uint16, bool or floating point data"
         )
+    if not a.flags.writeable:  # torch refuses read-only memory (e.g. np.asarray(PIL image))
+        return torch.from_numpy(np.array(a))
     return torch.from_numpy(np.ascontiguousarray(a))
 
 

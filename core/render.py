@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -73,7 +73,6 @@ class RenderConfig(BaseModel):
     colorbar: bool = False
     label: str | None = Field(None, max_length=80, description="colorbar label")
     symmetric: bool = Field(False, description="range +-max|map|, for signed maps")
-    format: Literal["png"] = "png"
 
     @field_validator("colormap")
     @classmethod
