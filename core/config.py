@@ -24,8 +24,8 @@ from .metrics import METRICS
 from .postprocess import POST_PROCESSORS
 from .preprocess import PRE_PROCESSORS
 from .regions import RegionsConfig
-from .render import RenderConfig
 from .registry import Registry
+from .render import RenderConfig
 from .strategies import STRATEGIES
 
 __all__ = ["DEFAULT_PIPELINE", "PipelineConfig", "Step"]
