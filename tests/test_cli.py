@@ -1,0 +1,72 @@
+"""The command line: files and directories in, heatmaps and JSON out, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.cli import main, parse_step
+
+
+@pytest.fixture
+def pair(tmp_path: Path, astronaut: np.ndarray) -> tuple[Path, Path]:
+    small = astronaut[::2, ::2]
+    edited = small.copy()
+    edited[40:60, 100:130] = 255
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    Image.fromarray(small).save(a)
+    Image.fromarray(edited).save(b)
+    return a, b
+
+
+def test_parse_step_forms() -> None:
+    assert parse_step("ssim") == "ssim"
+    assert parse_step("highpass_filter:factor=0.2") == {"name": "highpass_filter", "factor": 0.2}
+    assert parse_step('{"name": "lpips", "net": "vgg"}') == {"name": "lpips", "net": "vgg"}
+
+
+def test_diff_writes_heatmap_and_json(pair, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "map.png"
+    rc = main(["diff", str(pair[0]), str(pair[1]), "-o", str(out), "--json",
+               "--strategy", "difference", "--colorbar", "--regions", "3"])
+    assert rc == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["shape"] == [256, 256]
+    assert data["config"]["strategy"]["name"] == "difference"
+    top = data["regions"][0]
+    assert (top["x"], top["y"], top["width"], top["height"]) == (100, 40, 30, 20)
+    assert Image.open(out).width > 256  # colorbar added
+
+
+def test_diff_directories_pairs_by_name(tmp_path: Path, pair, capsys) -> None:
+    da, db = tmp_path / "ref", tmp_path / "cand"
+    da.mkdir()
+    db.mkdir()
+    for name in ("one", "two"):
+        (da / f"{name}.png").write_bytes(pair[0].read_bytes())
+        (db / f"{name}.png").write_bytes(pair[1].read_bytes())
+    rc = main(["diff", str(da), str(db), "-o", str(tmp_path / "maps"), "--json", "-q"])
+    assert rc == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [Path(p["reference"]).name for p in data["pairs"]] == ["one.png", "two.png"]
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == ["one.png", "two.png"]
+
+
+def test_invalid_pipeline_exits_2_naming_the_field(pair, capsys) -> None:
+    rc = main(["diff", str(pair[0]), str(pair[1]), "--pre", "highpass_filter:factor=3"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "pre_processor.factor" in err
+
+
+def test_size_mismatch_exits_1_with_both_sizes(pair, tmp_path: Path, capsys) -> None:
+    other = tmp_path / "other.png"
+    Image.fromarray(np.zeros((10, 20, 3), np.uint8)).save(other)
+    assert main(["diff", str(pair[0]), str(other)]) == 1
+    err = capsys.readouterr().err
+    assert "256x256" in err and "20x10" in err
+    assert main(["diff", str(pair[0]), str(other), "--size-policy", "resize", "-q"]) == 0
