@@ -181,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.set_defaults(func=cmd_serve)
+
+    from .fetch import add_weights_parser  # `weights fetch|list`, kept with the download code
+
+    add_weights_parser(sub)
     return parser
 
 
