@@ -155,9 +155,9 @@ def ms_ssim(
     h, w = x.shape[-2:]
     need = (win_size - 1) * 16
     if min(h, w) <= need:
-        smallest = max(3, (min(h, w) - 1) // 16 + 1)
-        smallest += smallest % 2 == 0
-        hint = (f"use win_size {smallest} or less" if (smallest - 1) * 16 < min(h, w)
+        largest = (min(h, w) - 1) // 16 + 1  # largest win with (win - 1) * 16 < side
+        largest -= largest % 2 == 0  # window sizes are odd
+        hint = (f"use win_size {largest} or less" if largest >= 3
                 else "use larger images or the 'ssim' metric")
         raise MetricError(
             f"MS-SSIM with win_size {win_size} needs both sides larger than {need} pixels "
