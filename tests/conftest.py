@@ -80,3 +80,31 @@ def chelsea() -> np.ndarray:
     from skimage import data
 
     return data.chelsea()  # (300, 451, 3) uint8, non-square
+
+
+def distort(img: np.ndarray, seed: int = 0, noise: float = 6.0) -> np.ndarray:
+    """A uint8 copy of ``img`` with faint global noise and two local edits.
+
+    Edits: a brightened square and a horizontally mirrored patch, so maps
+    have both an image-wide nuisance and spots to find.
+    """
+    rng = np.random.default_rng(seed)
+    out = img.astype(np.float64) + rng.normal(0.0, noise, img.shape)
+    h, w = img.shape[:2]
+    y, x = h // 4, w // 4
+    out[y : y + 24, x : x + 24] += 40.0
+    y2, x2 = h // 2, w // 2
+    out[y2 : y2 + 32, x2 : x2 + 32] = out[y2 : y2 + 32, x2 : x2 + 32][:, ::-1]
+    return np.clip(out, 0, 255).round().astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def astronaut_pair(astronaut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(reference, candidate) uint8 astronaut photos; the candidate is ``distort``-ed."""
+    return astronaut, distort(astronaut, seed=1)
+
+
+@pytest.fixture(scope="session")
+def chelsea_pair(chelsea: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(reference, candidate) uint8 chelsea photos (non-square, 300x451)."""
+    return chelsea, distort(chelsea, seed=2)
