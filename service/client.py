@@ -1,0 +1,682 @@
+"""Python client for the Difference Finder service, for lab tooling (sync and async).
+
+>>> from service.client import Client
+>>> with Client("http://gpu-box:8000") as c:
+...     result = c.diff("ref.png", "out.png", config={"metric": "ssim"})
+...     result.map.shape, result.metrics
+
+It needs only httpx, numpy and tqdm (Pillow to send numpy arrays): no FastAPI, no
+torch. Busy answers (503, 429) are retried, waiting as ``Retry-After`` says (up to
+a cap); every other error is raised as a :class:`ServiceError` carrying the
+RFC 9457 problem body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import io
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import numpy as np
+
+__all__ = [
+    "AsyncClient",
+    "CandidateResult",
+    "Client",
+    "ClientRequestError",
+    "CompareResult",
+    "DiffResult",
+    "Improvement",
+    "ServerError",
+    "ServiceBusyError",
+    "ServiceConnectionError",
+    "ServiceError",
+    "decode_map",
+    "remote_diff",
+]
+
+#: an image to send: a path, encoded file bytes, an ``http(s)://`` URL the server
+#: fetches, a uint8/uint16 numpy array (H, W) or (H, W, 3|4), or a PIL image
+ImageInput = Any
+T = TypeVar("T")
+
+_sleep = time.sleep  # module attributes so tests can watch the waits
+_asleep = asyncio.sleep
+
+
+# --- errors ---------------------------------------------------------------------------
+
+
+class ServiceError(Exception):
+    """The service answered with an error, or could not be reached.
+
+    ``problem`` is the RFC 9457 body (``type``, ``title``, ``status``, ``detail`` and
+    any extension members such as the JSON path of an invalid config field).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None,
+                 problem: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.problem = problem or {}
+
+    @property
+    def type(self) -> str | None:
+        return self.problem.get("type")
+
+    @property
+    def code(self) -> str | None:
+        """The last segment of the problem ``type`` (e.g. ``weights-missing``)."""
+        t = self.type
+        return t.rstrip("/").rsplit("/", 1)[-1] if t else None
+
+    @property
+    def title(self) -> str | None:
+        return self.problem.get("title")
+
+    @property
+    def detail(self) -> str | None:
+        return self.problem.get("detail")
+
+
+class ClientRequestError(ServiceError):
+    """A 4xx answer: the request was wrong (bad image, invalid config, too large...)."""
+
+
+class ServerError(ServiceError):
+    """A 5xx answer: the service failed (missing weights, deadline passed, ...)."""
+
+
+class ServiceBusyError(ServerError):
+    """Still busy (429, or 503 with Retry-After) after every retry: the queue stayed full."""
+
+
+class ServiceConnectionError(ServiceError):
+    """The service could not be reached (after retrying the connection)."""
+
+
+def _error_for(resp: httpx.Response, attempts: int = 1) -> ServiceError:
+    try:
+        problem = resp.json()
+        if not isinstance(problem, dict):
+            problem = {"detail": problem}
+    except ValueError:
+        problem = {"detail": resp.text[:1000]}
+    status = resp.status_code
+    what = problem.get("detail") or problem.get("title") or resp.reason_phrase
+    message = f"{resp.request.method} {resp.request.url.path}: HTTP {status}: {what}"
+    if _should_retry(resp):
+        return ServiceBusyError(f"{message} (after {attempts} attempt(s))", status=status,
+                                problem=problem)
+    cls = ClientRequestError if 400 <= status < 500 else ServerError
+    return cls(message, status=status, problem=problem)
+
+
+# --- results --------------------------------------------------------------------------
+
+
+def decode_map(obj: dict[str, Any]) -> np.ndarray:
+    """``{"dtype": "float32", "shape": [H, W], "data": base64}`` -> a float32 array."""
+    if obj.get("dtype") != "float32":
+        raise ValueError(f"unsupported map dtype {obj.get('dtype')!r} (expected float32)")
+    shape = tuple(int(n) for n in obj["shape"])
+    raw = base64.b64decode(obj["data"])
+    if len(raw) != 4 * int(np.prod(shape)):
+        raise ValueError(f"map data has {len(raw)} bytes, shape {list(shape)} needs "
+                         f"{4 * int(np.prod(shape))}")
+    return np.frombuffer(raw, dtype="<f4").reshape(shape).astype(np.float32)
+
+
+@dataclass
+class DiffResult:
+    """One pair's answer from ``/v1/diff``: the map as float32 (H, W) and the rest."""
+
+    map: np.ndarray
+    metrics: dict[str, float | None]
+    regions: list[dict[str, Any]]
+    config: dict[str, Any]
+    timing_ms: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> DiffResult:
+        return cls(map=decode_map(body["map"]), metrics=body.get("metrics", {}),
+                   regions=body.get("regions", []), config=body.get("config", {}),
+                   timing_ms=body.get("timing_ms", {}))
+
+
+@dataclass
+class CandidateResult:
+    """One candidate of a ``/v1/compare`` answer (its map is on the shared scale)."""
+
+    label: str
+    map: np.ndarray
+    metrics: dict[str, float | None]
+    regions: list[dict[str, Any]]
+
+
+@dataclass
+class Improvement:
+    """Signed map of where a candidate is closer to the reference than the baseline."""
+
+    label: str
+    map: np.ndarray
+    improved_fraction: float
+    worsened_fraction: float
+
+
+@dataclass
+class CompareResult:
+    """The answer of ``/v1/compare``: candidates in request order, one shared scale."""
+
+    scale: dict[str, float]
+    candidates: list[CandidateResult]
+    improvement: list[Improvement]
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> CompareResult:
+        return cls(
+            scale=body.get("scale", {}),
+            candidates=[CandidateResult(c["label"], decode_map(c["map"]), c.get("metrics", {}),
+                                        c.get("regions", [])) for c in body["candidates"]],
+            improvement=[Improvement(i["label"], decode_map(i["map"]), i["improved_fraction"],
+                                     i["worsened_fraction"])
+                         for i in body.get("improvement") or []],
+            config=body.get("config", {}),
+        )
+
+    def __getitem__(self, label: str) -> CandidateResult:
+        for c in self.candidates:
+            if c.label == label:
+                return c
+        raise KeyError(label)
+
+
+# --- request bodies -------------------------------------------------------------------
+
+
+def _is_url(x: Any) -> bool:
+    return isinstance(x, str) and x.startswith(("http://", "https://"))
+
+
+def _encode(image: ImageInput, what: str) -> tuple[str, bytes]:
+    """An image input as ``(file name, encoded bytes)``."""
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        return path.name, path.read_bytes()
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return f"{what}.bin", bytes(image)
+    from PIL import Image
+
+    if isinstance(image, np.ndarray):
+        if image.dtype not in (np.uint8, np.uint16) or not (
+                image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
+            raise TypeError(f"{what}: send uint8 (H, W[, 3|4]) or uint16 (H, W) arrays; got "
+                            f"{image.dtype} {image.shape} (encode other data as a file first)")
+        if image.dtype == np.uint16 and image.ndim != 2:
+            raise TypeError(f"{what}: uint16 arrays must be grayscale (H, W)")
+        image = Image.fromarray(image)
+    if isinstance(image, Image.Image):
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        return f"{what}.png", buf.getvalue()
+    raise TypeError(f"{what}: cannot send a {type(image).__name__}; give a path, bytes, a URL, "
+                    f"a numpy array or a PIL image")
+
+
+def _json_image(image: ImageInput, what: str) -> dict[str, str]:
+    if _is_url(image):
+        return {"url": image}
+    return {"data": base64.b64encode(_encode(image, what)[1]).decode("ascii")}
+
+
+def _config_dict(config: Any) -> dict[str, Any] | None:
+    if config is None:
+        return None
+    if hasattr(config, "model_dump"):  # a core.PipelineConfig
+        return config.model_dump(mode="json")
+    return dict(config)
+
+
+def _diff_request(reference: ImageInput, candidate: ImageInput, config: Any) -> dict[str, Any]:
+    """httpx keyword arguments for one /v1/diff POST (multipart, or JSON when a URL is given)."""
+    cfg = _config_dict(config)
+    if _is_url(reference) or _is_url(candidate):
+        body: dict[str, Any] = {"reference": _json_image(reference, "reference"),
+                                "candidate": _json_image(candidate, "candidate")}
+        if cfg is not None:
+            body["config"] = cfg
+        return {"json": body}
+    files = [("reference", _encode(reference, "reference")),
+             ("candidate", _encode(candidate, "candidate"))]
+    data = {"config": json.dumps(cfg)} if cfg is not None else {}
+    return {"files": files, "data": data}
+
+
+def _compare_request(reference: ImageInput, candidates: Sequence[ImageInput],
+                     labels: Sequence[str] | None, baseline: str | None,
+                     config: Any) -> dict[str, Any]:
+    cfg = _config_dict(config)
+    if labels is not None and len(labels) != len(candidates):
+        raise ValueError(f"{len(labels)} labels for {len(candidates)} candidates")
+    if _is_url(reference) or any(_is_url(c) for c in candidates):
+        body: dict[str, Any] = {
+            "reference": _json_image(reference, "reference"),
+            "candidates": [_json_image(c, f"candidate{i}") for i, c in enumerate(candidates)],
+        }
+        for key, value in (("labels", labels and list(labels)), ("baseline", baseline),
+                           ("config", cfg)):
+            if value is not None:
+                body[key] = value
+        return {"json": body}
+    files = [("reference", _encode(reference, "reference"))]
+    files += [("candidates", _encode(c, f"candidate{i}")) for i, c in enumerate(candidates)]
+    data: dict[str, str] = {}
+    if labels is not None:
+        data["labels"] = json.dumps(list(labels))
+    if baseline is not None:
+        data["baseline"] = baseline
+    if cfg is not None:
+        data["config"] = json.dumps(cfg)
+    return {"files": files, "data": data}
+
+
+ACCEPT = {"json": "application/json", "png": "image/png", "npy": "application/x-npy"}
+
+
+def _parse_npy(content: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(content), allow_pickle=False)
+
+
+# --- retry policy ---------------------------------------------------------------------
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    value = resp.headers.get("retry-after")
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def _should_retry(resp: httpx.Response) -> bool:
+    """429 always; 503 when it says when to come back (Retry-After) or is not the service's
+    own problem answer (a proxy or load balancer with no ready backend). A deliberate 503
+    problem without Retry-After (missing weights, no such device) will not heal by waiting.
+    """
+    if resp.status_code == 429:
+        return True
+    if resp.status_code != 503:
+        return False
+    return ("retry-after" in resp.headers
+            or not resp.headers.get("content-type", "").startswith("application/problem+json"))
+
+
+@dataclass(frozen=True)
+class _Policy:
+    retries: int
+    max_wait: float
+    backoff: float
+
+    def delay(self, attempt: int, resp: httpx.Response | None) -> float:
+        """How long to wait before retry number ``attempt`` (1-based)."""
+        hinted = _retry_after(resp) if resp is not None else None
+        wait_s = hinted if hinted is not None else self.backoff * 2 ** (attempt - 1)
+        return min(wait_s, self.max_wait)
+
+
+def _headers(api_key: str | None, headers: dict[str, str] | None) -> dict[str, str]:
+    out = {"User-Agent": "difference-finder-client"}
+    if api_key:
+        out["Authorization"] = f"Bearer {api_key}"
+        out["X-API-Key"] = api_key
+    out.update(headers or {})
+    return out
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="pair", disable=not enabled, file=sys.stderr)
+
+
+# --- the synchronous client -----------------------------------------------------------
+
+
+class Client:
+    """Blocking client; safe to share between threads (``diff_many`` does).
+
+    ``retries`` is how often a busy answer (429, 503 with Retry-After or from a proxy)
+    or a refused connection is retried; each wait is the server's ``Retry-After``
+    (else exponential backoff from ``backoff`` seconds), never more than
+    ``max_retry_wait`` seconds.
+    """
+
+    def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 120.0,
+                 retries: int = 5, max_retry_wait: float = 30.0, backoff: float = 0.5,
+                 headers: dict[str, str] | None = None, max_connections: int = 16,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self._policy = _Policy(retries, max_retry_wait, backoff)
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"), timeout=timeout, headers=_headers(api_key, headers),
+            limits=httpx.Limits(max_connections=max_connections), transport=transport)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send with retries; return a 2xx response or raise a :class:`ServiceError`."""
+        for attempt in range(self._policy.retries + 1):
+            try:
+                resp = self._http.request(method, path, **kwargs)
+            except httpx.ConnectError as exc:
+                if attempt == self._policy.retries:
+                    raise ServiceConnectionError(
+                        f"cannot reach {self._http.base_url}: {exc}") from exc
+                _sleep(self._policy.delay(attempt + 1, None))
+                continue
+            if _should_retry(resp) and attempt < self._policy.retries:
+                _sleep(self._policy.delay(attempt + 1, resp))
+                continue
+            if resp.is_success:
+                return resp
+            raise _error_for(resp, attempt + 1)
+        raise AssertionError("unreachable")
+
+    # endpoints
+
+    def diff(self, reference: ImageInput, candidate: ImageInput,
+             config: Any = None) -> DiffResult:
+        """POST /v1/diff and return the map, metrics and regions."""
+        resp = self.request("POST", "/v1/diff", headers={"Accept": ACCEPT["json"]},
+                            **_diff_request(reference, candidate, config))
+        return DiffResult.from_json(resp.json())
+
+    def diff_png(self, reference: ImageInput, candidate: ImageInput,
+                 config: Any = None) -> bytes:
+        """The map rendered by the service as a heatmap PNG."""
+        return self.request("POST", "/v1/diff", headers={"Accept": ACCEPT["png"]},
+                            **_diff_request(reference, candidate, config)).content
+
+    def diff_npy(self, reference: ImageInput, candidate: ImageInput,
+                 config: Any = None) -> np.ndarray:
+        """The float map only, sent by the service as .npy."""
+        return _parse_npy(self.request("POST", "/v1/diff", headers={"Accept": ACCEPT["npy"]},
+                                       **_diff_request(reference, candidate, config)).content)
+
+    def compare(self, reference: ImageInput, candidates: Sequence[ImageInput], *,
+                labels: Sequence[str] | None = None, baseline: str | None = None,
+                config: Any = None) -> CompareResult:
+        """POST /v1/compare: every candidate against one reference, maps on one scale."""
+        resp = self.request("POST", "/v1/compare", headers={"Accept": ACCEPT["json"]},
+                            **_compare_request(reference, candidates, labels, baseline, config))
+        return CompareResult.from_json(resp.json())
+
+    def compare_png(self, reference: ImageInput, candidates: Sequence[ImageInput], *,
+                    labels: Sequence[str] | None = None, baseline: str | None = None,
+                    config: Any = None) -> bytes:
+        """The comparison figure as PNG."""
+        return self.request("POST", "/v1/compare", headers={"Accept": ACCEPT["png"]},
+                            **_compare_request(reference, candidates, labels, baseline,
+                                               config)).content
+
+    def diff_many(self, pairs: Iterable[tuple[ImageInput, ImageInput]], config: Any = None, *,
+                  concurrency: int = 4, progress: bool = True,
+                  return_exceptions: bool = False) -> list[DiffResult | ServiceError]:
+        """Diff many pairs, at most ``concurrency`` in flight, results in input order.
+
+        With ``return_exceptions`` a failed pair gives its :class:`ServiceError` in
+        its place; otherwise the first failure stops the rest and is raised.
+        """
+        pairs = list(pairs)
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        results: list[Any] = [None] * len(pairs)
+        bar = _progress(len(pairs), progress, "diff")
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            futures = {pool.submit(self.diff, a, b, config): i for i, (a, b) in enumerate(pairs)}
+            pending = set(futures)
+            try:
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                    for fut in done:
+                        exc = fut.exception()
+                        if exc is not None and not (return_exceptions
+                                                    and isinstance(exc, ServiceError)):
+                            raise exc
+                        results[futures[fut]] = exc if exc is not None else fut.result()
+                        bar.update(1)
+            finally:
+                for fut in pending:
+                    fut.cancel()
+                bar.close()
+        return results
+
+    def capabilities(self) -> dict[str, Any]:
+        return self.request("GET", "/v1/capabilities").json()
+
+    def healthy(self) -> bool:
+        """Whether /healthz answers 200 (no retries)."""
+        try:
+            return self._http.get("/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def ready(self) -> bool:
+        """Whether /readyz answers 200: workers up, models loaded and warmed."""
+        try:
+            return self._http.get("/readyz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def wait_ready(self, timeout: float = 60.0, interval: float = 0.5) -> None:
+        """Block until /readyz is 200, or raise :class:`ServiceConnectionError`."""
+        deadline = time.monotonic() + timeout
+        while not self.ready():
+            if time.monotonic() > deadline:
+                raise ServiceConnectionError(
+                    f"{self._http.base_url} not ready after {timeout:.0f} s")
+            _sleep(interval)
+
+
+# --- the asynchronous client ----------------------------------------------------------
+
+
+class AsyncClient:
+    """The asyncio twin of :class:`Client` (same arguments, same results)."""
+
+    def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 120.0,
+                 retries: int = 5, max_retry_wait: float = 30.0, backoff: float = 0.5,
+                 headers: dict[str, str] | None = None, max_connections: int = 16,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._policy = _Policy(retries, max_retry_wait, backoff)
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"), timeout=timeout, headers=_headers(api_key, headers),
+            limits=httpx.Limits(max_connections=max_connections), transport=transport)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send with retries; return a 2xx response or raise a :class:`ServiceError`."""
+        for attempt in range(self._policy.retries + 1):
+            try:
+                resp = await self._http.request(method, path, **kwargs)
+            except httpx.ConnectError as exc:
+                if attempt == self._policy.retries:
+                    raise ServiceConnectionError(
+                        f"cannot reach {self._http.base_url}: {exc}") from exc
+                await _asleep(self._policy.delay(attempt + 1, None))
+                continue
+            if _should_retry(resp) and attempt < self._policy.retries:
+                await _asleep(self._policy.delay(attempt + 1, resp))
+                continue
+            if resp.is_success:
+                return resp
+            raise _error_for(resp, attempt + 1)
+        raise AssertionError("unreachable")
+
+    async def _post(self, path: str, accept: str, build: Callable[[], dict[str, Any]]
+                    ) -> httpx.Response:
+        kwargs = await asyncio.to_thread(build)  # file reads and PNG encoding off the loop
+        return await self.request("POST", path, headers={"Accept": ACCEPT[accept]}, **kwargs)
+
+    async def diff(self, reference: ImageInput, candidate: ImageInput,
+                   config: Any = None) -> DiffResult:
+        resp = await self._post("/v1/diff", "json",
+                                lambda: _diff_request(reference, candidate, config))
+        return DiffResult.from_json(resp.json())
+
+    async def diff_png(self, reference: ImageInput, candidate: ImageInput,
+                       config: Any = None) -> bytes:
+        return (await self._post("/v1/diff", "png",
+                                 lambda: _diff_request(reference, candidate, config))).content
+
+    async def diff_npy(self, reference: ImageInput, candidate: ImageInput,
+                       config: Any = None) -> np.ndarray:
+        resp = await self._post("/v1/diff", "npy",
+                                lambda: _diff_request(reference, candidate, config))
+        return _parse_npy(resp.content)
+
+    async def compare(self, reference: ImageInput, candidates: Sequence[ImageInput], *,
+                      labels: Sequence[str] | None = None, baseline: str | None = None,
+                      config: Any = None) -> CompareResult:
+        resp = await self._post("/v1/compare", "json", lambda: _compare_request(
+            reference, candidates, labels, baseline, config))
+        return CompareResult.from_json(resp.json())
+
+    async def compare_png(self, reference: ImageInput, candidates: Sequence[ImageInput], *,
+                          labels: Sequence[str] | None = None, baseline: str | None = None,
+                          config: Any = None) -> bytes:
+        return (await self._post("/v1/compare", "png", lambda: _compare_request(
+            reference, candidates, labels, baseline, config))).content
+
+    async def diff_many(self, pairs: Iterable[tuple[ImageInput, ImageInput]], config: Any = None,
+                        *, concurrency: int = 4, progress: bool = True,
+                        return_exceptions: bool = False) -> list[DiffResult | ServiceError]:
+        """As :meth:`Client.diff_many`, with at most ``concurrency`` requests in flight."""
+        pairs = list(pairs)
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        gate = asyncio.Semaphore(concurrency)
+        bar = _progress(len(pairs), progress, "diff")
+
+        async def one(a: ImageInput, b: ImageInput) -> DiffResult | ServiceError:
+            async with gate:
+                try:
+                    return await self.diff(a, b, config)
+                except ServiceError as exc:
+                    if return_exceptions:
+                        return exc
+                    raise
+                finally:
+                    bar.update(1)
+
+        try:
+            return await _gather_or_cancel([one(a, b) for a, b in pairs])
+        finally:
+            bar.close()
+
+    async def capabilities(self) -> dict[str, Any]:
+        return (await self.request("GET", "/v1/capabilities")).json()
+
+    async def ready(self) -> bool:
+        try:
+            return (await self._http.get("/readyz")).status_code == 200
+        except httpx.TransportError:
+            return False
+
+
+async def _gather_or_cancel(coros: list[Awaitable[T]]) -> list[T]:
+    """Like gather, but the first exception cancels the rest before it is raised."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# --- `difference-finder diff --server URL` --------------------------------------------
+
+
+def _record(result: DiffResult, reference: str, candidate: str) -> dict[str, Any]:
+    return {"reference": reference, "candidate": candidate, "shape": list(result.map.shape),
+            "metrics": result.metrics, "regions": result.regions,
+            "timing_ms": result.timing_ms}
+
+
+def remote_diff(args: Any) -> int:
+    """The CLI's ``diff --server URL``: same arguments and output as a local diff."""
+    from core.cli import config_from_args
+    from core.images import pair_directories
+    from core.render import heatmap_png
+
+    cfg = config_from_args(args)
+    a, b = Path(args.reference), Path(args.candidate)
+    if a.is_dir() != b.is_dir():
+        print(f"difference-finder: error: {a if a.is_dir() else b} is a directory, "
+              "the other is not", file=sys.stderr)
+        return 1
+    api_key = os.environ.get("DF_API_KEY")
+    try:
+        with Client(args.server, api_key=api_key) as client:
+            if a.is_dir():
+                pairs = pair_directories(a, b)
+                out_dir = Path(args.output) if args.output else None
+                results = client.diff_many(pairs, cfg, progress=not args.quiet)
+                records = []
+                for (ra, rb), res in zip(pairs, results, strict=True):
+                    if out_dir is not None:
+                        out_dir.mkdir(parents=True, exist_ok=True)
+                        (out_dir / f"{ra.stem}.png").write_bytes(heatmap_png(res.map, cfg.render))
+                    records.append(_record(res, str(ra), str(rb)))
+                config = results[0].config if results else cfg.model_dump(mode="json")
+                payload: dict[str, Any] = {"config": config, "pairs": records}
+            else:
+                res = client.diff(a, b, cfg)
+                if args.output:
+                    out = Path(args.output)
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    out.write_bytes(heatmap_png(res.map, cfg.render))
+                payload = {"config": res.config, **_record(res, str(a), str(b))}
+    except ServiceError as exc:
+        print(f"difference-finder: error: {exc}", file=sys.stderr)
+        return 1
+    if args.json or not args.output:
+        print(json.dumps(payload, indent=2))
+    return 0
