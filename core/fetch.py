@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import sys
 import time
 from collections.abc import Iterable
@@ -59,7 +60,7 @@ class FetchResult:
 
     net: str
     path: Path
-    action: str  # "present" (already there and valid) or "downloaded"
+    action: str  # "present" (already there and valid), "cached" (copied) or "downloaded"
     sha256: str
     size: int
 
@@ -162,8 +163,14 @@ def _bar(progress: bool, total: int | None, initial: int, desc: str):
                 unit_divisor=1024, disable=not progress, file=sys.stderr, leave=False)
 
 
+def _copy_atomic(src: Path, target: Path) -> None:
+    tmp = target.with_name(target.name + ".copy")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, target)
+
+
 def _fetch_one(client: httpx.Client, backbone: Backbone, url: str, dest: Path, retries: int,
-               backoff: float, progress: bool) -> FetchResult:
+               backoff: float, progress: bool, cache: Path | None) -> FetchResult:
     target = dest / backbone.filename
     if target.is_file():
         try:
@@ -171,6 +178,15 @@ def _fetch_one(client: httpx.Client, backbone: Backbone, url: str, dest: Path, r
             return FetchResult(backbone.net, target, "present", digest, target.stat().st_size)
         except ChecksumError:
             target.unlink()  # never leave a corrupt file where torch would load it
+    cached = cache / backbone.filename if cache is not None else None
+    if cached is not None and cached.is_file():
+        try:
+            digest = verify_file(cached, backbone)
+        except ChecksumError:
+            cached.unlink()
+        else:
+            _copy_atomic(cached, target)
+            return FetchResult(backbone.net, target, "cached", digest, target.stat().st_size)
     part = target.with_name(target.name + ".part")
     last = ""
     resumed_any = part.exists()
@@ -193,6 +209,9 @@ def _fetch_one(client: httpx.Client, backbone: Backbone, url: str, dest: Path, r
                 continue
             raise
         os.replace(part, target)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            _copy_atomic(target, cached)
         return FetchResult(backbone.net, target, "downloaded", digest, target.stat().st_size)
     raise WeightsFetchError(
         f"could not download {url} after {retries + 1} attempt(s): {last}. Run the command "
@@ -208,11 +227,14 @@ def fetch_weights(
     progress: bool = True,
     timeout: float = 60.0,
     backoff: float = 1.0,
+    cache: str | Path | None = None,
 ) -> list[FetchResult]:
     """Make sure the backbone files for ``nets`` (default: all) are in ``dest``.
 
     ``dest`` defaults to ``$TORCH_HOME/hub/checkpoints``; ``base_url`` to
-    :func:`weights_base_url`. Valid files already present are left alone.
+    :func:`weights_base_url`. Valid files already present are left alone. A
+    ``cache`` directory (e.g. a Docker build cache) supplies verified copies and
+    keeps every new download.
     """
     names = _parse_nets(nets)
     root = (base_url if base_url is not None else weights_base_url()).rstrip("/") + "/"
@@ -223,7 +245,8 @@ def fetch_weights(
         for net in names:
             backbone = BACKBONES[net]
             results.append(_fetch_one(client, backbone, root + backbone.filename, folder,
-                                      retries, backoff, progress))
+                                      retries, backoff, progress,
+                                      Path(cache) if cache is not None else None))
     return results
 
 
@@ -241,6 +264,7 @@ def add_weights_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     f.add_argument("--dest", help="directory (default: $TORCH_HOME/hub/checkpoints)")
     f.add_argument("--base-url", help=f"default: $DF_WEIGHTS_BASE_URL or {DEFAULT_BASE_URL}")
     f.add_argument("--retries", type=int, default=3)
+    f.add_argument("--cache", help="directory of earlier downloads to copy from and add to")
     f.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ls = sub.add_parser("list", help="show which files are present and where")
     ls.add_argument("--dest", help="directory (default: $TORCH_HOME/hub/checkpoints)")
@@ -253,7 +277,8 @@ def run_weights(args: argparse.Namespace) -> int:
     """Run ``weights fetch`` or ``weights list`` (exit 1 if ``--verify`` finds a bad file)."""
     if args.weights_command == "fetch":
         results = fetch_weights(args.nets, base_url=args.base_url, dest=args.dest,
-                                retries=args.retries, progress=not args.quiet)
+                                retries=args.retries, progress=not args.quiet,
+                                cache=args.cache)
         for r in results:
             print(f"{r.net:8} {r.action:10} {r.path}  sha256={r.sha256[:12]}...  "
                   f"{r.size / 2**20:.1f} MiB")

@@ -349,8 +349,7 @@ class _Policy:
 def _headers(api_key: str | None, headers: dict[str, str] | None) -> dict[str, str]:
     out = {"User-Agent": "difference-finder-client"}
     if api_key:
-        out["Authorization"] = f"Bearer {api_key}"
-        out["X-API-Key"] = api_key
+        out["Authorization"] = f"Bearer {api_key}"  # the service's DF_API_KEYS scheme
     out.update(headers or {})
     return out
 

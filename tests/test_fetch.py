@@ -315,3 +315,23 @@ def test_cli_reports_a_failed_fetch(server, home, monkeypatch, capsys):
 
     assert main(["weights", "fetch", "--nets", "alex", "--base-url", server.url, "-q"]) == 1
     assert "does not start with" in capsys.readouterr().err
+
+
+def test_cache_directory_supplies_and_keeps_verified_files(server, home, monkeypatch, tmp_path):
+    """What the Docker build does: downloads land in a cache too; later builds copy them."""
+    alex = _publish(server, monkeypatch, "alex", _standin(12))
+    squeeze = _publish(server, monkeypatch, "squeeze", _standin(13, 20_000))
+    cache = tmp_path / "cache"
+    first = fetch_weights("alex", base_url=server.url, progress=False, cache=cache)
+    assert first[0].action == "downloaded"
+    assert (cache / alex.filename).read_bytes() == server.files[alex.filename]
+
+    (home / alex.filename).unlink()
+    (cache / squeeze.filename).write_bytes(b"corrupt cache entry")
+    n = len(server.requests_for(alex.filename))
+    again = fetch_weights("alex,squeeze", base_url=server.url, progress=False, cache=cache)
+    assert [r.action for r in again] == ["cached", "downloaded"]
+    assert len(server.requests_for(alex.filename)) == n  # not downloaded again
+    assert (home / alex.filename).read_bytes() == server.files[alex.filename]
+    assert (cache / squeeze.filename).read_bytes() == server.files[squeeze.filename]
+    assert sorted(p.name for p in home.iterdir()) == sorted([alex.filename, squeeze.filename])
