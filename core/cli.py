@@ -182,7 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.set_defaults(func=cmd_serve)
 
+    from .compare_cli import add_parser as add_compare_parser  # `compare REF CAND...`
     from .fetch import add_weights_parser  # `weights fetch|list`, kept with the download code
+
+    add_compare_parser(sub)
 
     add_weights_parser(sub)
     return parser

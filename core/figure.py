@@ -29,6 +29,7 @@ from .render import DIVERGING, colorbar, colorize, lut, to_png
 
 __all__ = [
     "FIGURE_FORMATS",
+    "IMPROVEMENT_COLORMAP",
     "MEDIA_TYPES",
     "Layout",
     "figure_bytes",
@@ -40,6 +41,8 @@ __all__ = [
 FIGURE_FORMATS = ("png", "svg", "pdf")
 MEDIA_TYPES = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}
 #: inset box colours: bright, distinct on photos and on magma/viridis maps
+#: improvement maps: green where a candidate beats the baseline, pink where it is worse
+IMPROVEMENT_COLORMAP = "PiYG"
 BOX_COLOURS = ("#00e5ff", "#ffd600", "#ff40ff", "#76ff03", "#ff6d00", "#ffffff")
 _FONT_FAMILY = "DejaVu Sans, Helvetica, Arial, sans-serif"
 _TICKS = 5
@@ -276,7 +279,8 @@ def _map_label(comparison: Comparison) -> str:
 
 def layout_figure(
     comparison: Comparison, *, insets: int = 2, panel_width: int | None = None,
-    colormap: str | None = None, improvement_colormap: str = "PiYG", metrics: bool = True,
+    colormap: str | None = None, improvement_colormap: str = IMPROVEMENT_COLORMAP,
+    metrics: bool = True,
 ) -> Layout:
     """Lay the figure out: columns reference + candidates; rows images, insets, maps,
     improvement maps (with a baseline). ``panel_width`` defaults to the image
