@@ -1,0 +1,364 @@
+"""Quality benchmark: which pipeline makes small local edits stand out over image-wide nuisances.
+
+For every candidate pipeline and every (photo, nuisance) pair of benchmarks/edits.py it scores:
+  AP    - average precision of the map ranking the edited pixels above all others;
+  hits  - of the map's top-k regions (k = number of edits, core.find_regions), the share of edits
+          they land on (region box and edit box overlap with IoU >= 0.1, one region per edit);
+  ms    - median milliseconds for one pair's map (CPU), all candidates timed interleaved.
+The seed package (PyPI difference-finder 0.0.4, see benchmarks/seed.py) is scored on the same pairs.
+
+    .venv/bin/python benchmarks/quality.py            # full run, a few minutes on 2 cores
+    .venv/bin/python benchmarks/quality.py --quick    # 3 photos, a few pipelines: a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+
+from edits import NUISANCES, PHOTOS, EditPair, make_dataset
+
+from core import Finder, RegionsConfig, find_regions
+
+HIT_IOU = 0.1
+
+# -- scores ---------------------------------------------------------------------------------
+
+
+def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Average precision of ``scores`` ranking the ``positive`` pixels first.
+
+    AP = sum over distinct score thresholds (high to low) of (recall gain) x precision, with
+    tied scores entering together (the step-wise definition scikit-learn uses). NaN when there is
+    no positive.
+    """
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.asarray(positive, dtype=bool).ravel()
+    if s.shape != y.shape:
+        raise ValueError(f"scores {s.shape} and labels {y.shape} differ in size")
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        return float("nan")
+    if not np.isfinite(s).all():
+        raise ValueError("scores contain NaN or infinity")
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]  # last index of each tie group
+    tp = np.cumsum(y)[last]
+    precision = tp / (last + 1)
+    recall_gain = np.diff(np.r_[0, tp]) / n_pos
+    return float(np.sum(recall_gain * precision))
+
+
+def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    """Intersection over union of two (x, y, width, height) boxes."""
+    iw = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    ih = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def count_hits(regions: Sequence[tuple[int, int, int, int]],
+               edits: Sequence[tuple[int, int, int, int]], min_iou: float = HIT_IOU) -> list[bool]:
+    """Which edits the regions (in rank order) land on; each region counts for one edit at most."""
+    hit = [False] * len(edits)
+    for r in regions:
+        best, best_iou = -1, min_iou
+        for i, e in enumerate(edits):
+            v = iou(r, e)
+            if not hit[i] and v >= best_iou:
+                best, best_iou = i, v
+        if best >= 0:
+            hit[best] = True
+    return hit
+
+
+def edit_hits(m: np.ndarray, pair: EditPair, regions: RegionsConfig) -> list[bool]:
+    """Per edit: does one of the map's top-k regions (k = number of edits) land on it?"""
+    cfg = regions.model_copy(update={"max_regions": len(pair.edits)})
+    boxes = [(r.x, r.y, r.width, r.height) for r in find_regions(m, cfg)]
+    return count_hits(boxes, [e.box for e in pair.edits])
+
+
+# -- candidates -----------------------------------------------------------------------------
+
+MapFn = Callable[[torch.Tensor, torch.Tensor], np.ndarray]
+
+
+@dataclass
+class Candidate:
+    """A pipeline to score: a core config, or a seed call."""
+
+    label: str
+    config: dict | None = None  # PipelineConfig fields
+    seed: tuple[str, str, str, str] | None = None  # (pre, post, strategy, metric)
+    absolute: bool = False  # score |map| (the seed's gradient maps are signed)
+
+
+def core_candidates(quick: bool = False) -> list[Candidate]:
+    """The seed's combinations in core, the map strategy, and post-processing variants."""
+    out: list[Candidate] = []
+    pres = {"identity": "identity", "highpass": "highpass_filter", "lowpass": "lowpass_filter"}
+    seed_combos = [("difference", "mse"), ("gradient", "mse"), ("gradient", "psnr"),
+                   ("gradient", "ssim"), ("gradient", "ms-ssim")]
+    for pre_label, pre in pres.items():
+        for strategy, metric in seed_combos:
+            name = strategy if strategy == "difference" else f"{strategy} {metric}"
+            label = name if pre == "identity" else f"{pre_label} > {name}"
+            out.append(Candidate(label, {"pre_processor": pre, "strategy": strategy,
+                                         "metric": metric}))
+        for metric in ("mse", "ssim"):
+            label = f"map {metric}" if pre == "identity" else f"{pre_label} > map {metric}"
+            out.append(Candidate(label, {"pre_processor": pre, "strategy": "map",
+                                         "metric": metric}))
+    if quick:
+        out = [c for c in out if ">" not in c.label]
+    smooth = [1.0, 2.0, 4.0] if quick else [1.0, 2.0, 3.0, 4.0, 6.0, 8.0]
+    bases = {"map ssim": ("map", "ssim"), "map mse": ("map", "mse"),
+             "difference": ("difference", "mse"), "gradient ssim": ("gradient", "ssim")}
+    for base, (strategy, metric) in bases.items():
+        for s in smooth:
+            out.append(Candidate(f"{base} > smooth {s:g}", {
+                "strategy": strategy, "metric": metric,
+                "post_processor": {"name": "smooth", "sigma": s}}))
+    if not quick:
+        ssim_variants = {"ssim win 7": {"name": "ssim", "win_size": 7, "sigma": 1.0},
+                         "ssim win 15": {"name": "ssim", "win_size": 15, "sigma": 2.5}}
+        for label, metric in ssim_variants.items():
+            out.append(Candidate(f"map {label}", {"strategy": "map", "metric": metric}))
+            for s in (2.0, 4.0):
+                out.append(Candidate(f"map {label} > smooth {s:g}", {
+                    "strategy": "map", "metric": metric,
+                    "post_processor": {"name": "smooth", "sigma": s}}))
+        out += [
+            Candidate("map ssim (max over channels)", {"strategy": "map", "metric": "ssim",
+                                                       "reduction": "max"}),
+            Candidate("map ssim (max) > smooth 2", {"strategy": "map", "metric": "ssim",
+                                                    "reduction": "max",
+                                                    "post_processor": {"name": "smooth",
+                                                                       "sigma": 2.0}}),
+            Candidate("map ssim > clip 99%", {"strategy": "map", "metric": "ssim",
+                                              "post_processor": "clip"}),
+            Candidate("map ssim > smooth 2 > clip 99%", {
+                "strategy": "map", "metric": "ssim",
+                "post_processor": [{"name": "smooth", "sigma": 2.0}, "clip"]}),
+            Candidate("difference > clip 99%", {"strategy": "difference",
+                                                "post_processor": "clip"}),
+            Candidate("bandpass > map ssim", {"pre_processor": "bandpass_filter",
+                                              "strategy": "map", "metric": "ssim"}),
+        ]
+    return out
+
+
+def seed_candidates() -> list[Candidate]:
+    """The seed's default (gradient + mse) and its README example (gradient + psnr)."""
+    out = []
+    for metric, what in (("mse", "default"), ("psnr", "README example")):
+        combo = ("identity", "identity", "gradient", metric)
+        out.append(Candidate(f"SEED {what}: gradient {metric}", seed=combo))
+        out.append(Candidate(f"SEED {what}: gradient {metric}, scored as |map|", seed=combo,
+                             absolute=True))
+    return out
+
+
+def map_function(c: Candidate) -> MapFn:
+    """A callable (reference, candidate) float tensors (1, C, H, W) -> (H, W) numpy map."""
+    if c.seed is not None:
+        from seed import seed_finder
+
+        run = seed_finder(*c.seed, device="cpu")
+        return (lambda a, b: np.abs(run(a, b))) if c.absolute else run
+    finder = Finder(device="cpu", **c.config)
+    return lambda a, b: finder.compute(a, b)[0][0].numpy()
+
+
+# -- running --------------------------------------------------------------------------------
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, C) -> float (1, C, H, W) in [0, 1]."""
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float().div_(255.0)
+
+
+@dataclass
+class Scores:
+    """One candidate's results over all pairs."""
+
+    label: str
+    ap: dict[tuple[str, str], float] = field(default_factory=dict)  # (image, nuisance) -> AP
+    hits: dict[tuple[str, str], list[bool]] = field(default_factory=dict)
+    ms: list[float] = field(default_factory=list)
+    candidate: Candidate | None = None
+
+    def mean_ap(self, nuisance: str | None = None) -> float:
+        return float(np.mean([v for (_, n), v in self.ap.items() if nuisance in (None, n)]))
+
+    def hit_rate(self, nuisance: str | None = None) -> float:
+        got = [h for (_, n), hs in self.hits.items() if nuisance in (None, n) for h in hs]
+        return float(np.mean(got))
+
+
+Pairs = list[tuple[EditPair, torch.Tensor, torch.Tensor]]
+
+
+def score(c: Candidate, pairs: Pairs, regions: RegionsConfig) -> Scores:
+    """AP, hits and time of one candidate over all pairs."""
+    fn = map_function(c)
+    out = Scores(c.label, candidate=c)
+    for pair, ref, cand in pairs:
+        m = fn(ref, cand)
+        key = (pair.image, pair.nuisance)
+        out.ap[key] = average_precision(m, pair.mask)
+        out.hits[key] = edit_hits(m, pair, regions)
+    return out
+
+
+def time_candidates(results: list[Scores], ref: torch.Tensor, cand: torch.Tensor,
+                    rounds: int = 7) -> None:
+    """Fill each result's ``ms``: one pair, candidates interleaved round by round, so load from
+    other processes on a shared CPU hits all of them alike; the table shows the median."""
+    fns = [map_function(r.candidate) for r in results]
+    for fn in fns:
+        fn(ref, cand)  # warm-up: lazy imports, allocator
+    for _ in range(rounds):
+        for r, fn in zip(results, fns, strict=True):
+            t0 = time.perf_counter()
+            fn(ref, cand)
+            r.ms.append((time.perf_counter() - t0) * 1e3)
+
+
+def markdown_table(results: list[Scores], nuisances: Sequence[str]) -> str:
+    head = ["#", "pipeline", "AP mean", *[f"AP {n}" for n in nuisances], "hits", "ms/pair"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    ranked = sorted(results, key=lambda r: (-r.mean_ap(), -r.hit_rate()))
+    for i, r in enumerate(ranked, 1):
+        cells = [str(i), r.label, f"{r.mean_ap():.3f}",
+                 *[f"{r.mean_ap(n):.3f}" for n in nuisances],
+                 f"{r.hit_rate():.0%}", f"{np.median(r.ms):.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+REGION_VARIANTS: dict[str, dict] = {
+    "otsu, min_area 16 (current)": {},
+    "otsu, min_area 4": {"min_area": 4},
+    "otsu, min_area 64": {"min_area": 64},
+    "percentile 99, min_area 16": {"threshold": "percentile", "percentile": 99.0},
+    "percentile 98, min_area 16": {"threshold": "percentile", "percentile": 98.0},
+    "percentile 97, min_area 16": {"threshold": "percentile", "percentile": 97.0},
+    "percentile 95, min_area 16": {"threshold": "percentile", "percentile": 95.0},
+    "percentile 90, min_area 16": {"threshold": "percentile", "percentile": 90.0},
+    "percentile 98, min_area 64": {"threshold": "percentile", "percentile": 98.0,
+                                   "min_area": 64},
+    "percentile 95, min_area 64": {"threshold": "percentile", "percentile": 95.0,
+                                   "min_area": 64},
+}
+
+
+def regions_table(top: list[Scores], pairs: Pairs) -> str:
+    """Hit rate of each top pipeline's maps under several regions settings."""
+    maps = []
+    for r in top:
+        fn = map_function(r.candidate)
+        maps.append([fn(ref, cand) for _, ref, cand in pairs])
+    head = ["regions config", *[r.label for r in top]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    for label, update in REGION_VARIANTS.items():
+        cfg = RegionsConfig(**update)
+        cells = [label]
+        for ms in maps:
+            got = [h for (p, _, _), m in zip(pairs, ms, strict=True)
+                   for h in edit_hits(m, p, cfg)]
+            cells.append(f"{np.mean(got):.0%}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def kinds_table(top: list[Scores], pairs: Pairs) -> str:
+    """Hit rate per edit kind."""
+    kinds = sorted({e.kind for p, _, _ in pairs for e in p.edits})
+    head = ["pipeline", *kinds]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    for r in top:
+        cells = [r.label]
+        for k in kinds:
+            got = [h for p, _, _ in pairs
+                   for e, h in zip(p.edits, r.hits[(p.image, p.nuisance)], strict=True)
+                   if e.kind == k]
+            cells.append(f"{np.mean(got):.0%}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="3 photos and fewer pipelines")
+    ap.add_argument("--size", type=int, default=384, help="longer image side (default 384)")
+    ap.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
+    ap.add_argument("--no-seed-package", action="store_true", help="skip the seed package")
+    args = ap.parse_args(argv)
+
+    from seed import seed_available
+
+    t_start = time.perf_counter()
+    images = ("astronaut", "camera", "coffee") if args.quick else tuple(PHOTOS)
+    pairs = [(p, to_tensor(p.reference), to_tensor(p.candidate))
+             for p in make_dataset(images, NUISANCES, args.size, args.seed)]
+    n_edits = sum(len(p.edits) for p, _, _ in pairs) // len(NUISANCES)
+    print(f"# Quality benchmark: {len(images)} photos x {len(NUISANCES)} nuisances "
+          f"({', '.join(NUISANCES)}) = {len(pairs)} pairs, {n_edits} edits per nuisance, "
+          f"longer side {args.size}px, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} CPU threads\n")
+
+    candidates = core_candidates(args.quick)
+    if args.no_seed_package:
+        print("(seed package skipped: --no-seed-package)\n")
+    elif seed_available():
+        candidates += seed_candidates()
+    else:
+        print("(seed package not installed, see benchmarks/README.md; its rows are missing)\n")
+
+    regions = RegionsConfig()
+    results = []
+    for c in candidates:
+        results.append(score(c, pairs, regions))
+        print(f"  scored {c.label:45s} AP {results[-1].mean_ap():.3f}", file=sys.stderr)
+
+    tp, tp_ref, tp_cand = next(p for p in pairs if p[0].reference.shape[-1] == 3)
+    time_candidates(results, tp_ref, tp_cand)
+    print(markdown_table(results, NUISANCES))
+    print("\nAP: average precision of the map ranking the edited pixels (chance = the edited "
+          f"share, {np.mean([p.mask.mean() for p, _, _ in pairs]):.3f}). hits: share of edits "
+          f"that one of the map's top-k regions lands on (box IoU >= {HIT_IOU}), k = edits in "
+          "the image, regions = core defaults (Otsu, min_area 16). ms/pair: median time of the "
+          f"map for one {tp.image} pair ({tp.reference.shape[1]}x{tp.reference.shape[0]} RGB), "
+          "all candidates timed interleaved on a possibly shared CPU. "
+          "LPIPS is not scored: its backbone weights (ImageNet AlexNet/VGG/SqueezeNet) are not "
+          "on this machine and stand-in random weights would say nothing about its quality.\n")
+
+    ranked = sorted((r for r in results if r.candidate.seed is None),
+                    key=lambda r: (-r.mean_ap(), -r.hit_rate()))
+    current = next(r for r in results if r.label == "map ssim")
+    top = ranked[:3] + ([current] if current not in ranked[:3] else [])
+    print("## Regions settings: hit rate of the top pipelines' maps\n")
+    print(regions_table(top, pairs))
+    seeds = [r for r in results if r.label.startswith("SEED default") and "|map|" not in r.label]
+    print("\n## Hit rate by edit kind (core default regions)\n")
+    print(kinds_table(top + seeds, pairs))
+    print(f"\nTotal time {time.perf_counter() - t_start:.0f} s.")
+
+
+if __name__ == "__main__":
+    main()
