@@ -19,6 +19,7 @@ import email.utils
 import io
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -78,9 +79,9 @@ class ServiceError(Exception):
 
     @property
     def code(self) -> str | None:
-        """The last segment of the problem ``type`` (e.g. ``weights-missing``)."""
+        """The last segment of the problem ``type`` URI or URN (e.g. ``weights-missing``)."""
         t = self.type
-        return t.rstrip("/").rsplit("/", 1)[-1] if t else None
+        return re.split(r"[/:#]", t.rstrip("/"))[-1] if t else None
 
     @property
     def title(self) -> str | None:

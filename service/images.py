@@ -1,0 +1,72 @@
+"""Request images to numpy arrays: sizes checked before any decoding, decoding in a thread
+pool (never on the event loop), URLs through :mod:`service.fetch`."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import re
+from concurrent.futures import Executor
+
+import numpy as np
+
+from core.images import Limits, decode_image
+
+from .fetch import Fetcher
+from .problems import ServiceError, validation_problem
+from .schemas import ImageInput
+
+__all__ = ["ImageLoader", "too_large"]
+
+_DATA_URL = re.compile(r"^data:[\w.+/-]*(;[\w.+-]+=[\w.+-]+)*;base64,", re.IGNORECASE)
+
+
+def too_large(what: str, size: int, limit: int) -> ServiceError:
+    return ServiceError(413, "payload-too-large",
+                        f"{what}: {size} bytes exceeds the limit of {limit} bytes per image",
+                        field=what, limit=limit)
+
+
+class ImageLoader:
+    """Decodes uploads, base64 and URLs under the service's limits."""
+
+    def __init__(self, *, max_bytes: int, limits: Limits, executor: Executor,
+                 fetcher: Fetcher) -> None:
+        self.max_bytes = max_bytes
+        self.limits = limits
+        self.executor = executor
+        self.fetcher = fetcher
+
+    def check_size(self, size: int, what: str) -> None:
+        if size > self.max_bytes:
+            raise too_large(what, size, self.max_bytes)
+
+    async def decode(self, data: bytes, what: str) -> np.ndarray:
+        """Encoded file bytes -> array; header limits first, pixels in the thread pool."""
+        self.check_size(len(data), what)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self.executor, lambda: decode_image(data, limits=self.limits, what=what))
+
+    def unbase64(self, text: str, what: str) -> bytes:
+        """Strict base64 (a ``data:...;base64,`` prefix is allowed), size checked first."""
+        match = _DATA_URL.match(text)
+        if match:
+            text = text[match.end():]
+        self.check_size(len(text) // 4 * 3, what)
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise validation_problem([{
+                "pointer": f"#/{what}/data", "loc": [what, "data"],
+                "message": f"not valid base64 ({exc})", "type": "base64_decode"}]) from None
+
+    async def load(self, image: ImageInput, what: str) -> np.ndarray:
+        """An :class:`ImageInput` (url or data) -> decoded array."""
+        if image.url is not None:
+            return await self.decode(await self.fetcher.fetch(image.url, what), what)
+        text = image.data or ""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, lambda: decode_image(
+            self.unbase64(text, what), limits=self.limits, what=what))

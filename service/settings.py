@@ -1,0 +1,139 @@
+"""Service settings, read from ``DF_*`` environment variables (pydantic-settings).
+
+Lists (``DF_DEVICES``, ``DF_PRELOAD``, ``DF_CORS_ORIGINS``, ``DF_API_KEYS``) are
+comma-separated, or a JSON array. The README's settings table mirrors this class.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from core.weights import BACKBONES
+
+__all__ = ["Settings"]
+
+_MiB = 1024 * 1024
+
+
+def _split(value: Any) -> Any:
+    """``"a, b"`` or ``'["a", "b"]'`` -> ``["a", "b"]``; other values pass through."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything an operator can tune; see the README's settings table."""
+
+    model_config = SettingsConfigDict(env_prefix="DF_", extra="ignore", frozen=True)
+
+    devices: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["auto"],
+        description="compute devices, one worker each: 'auto' (every visible GPU, else the "
+        "CPU), or e.g. 'cuda:0,cuda:1' or 'cpu'")
+    queue_size: Annotated[int, Field(ge=0, le=100_000)] = Field(
+        16, description="requests that may wait (being decoded or queued) beyond those "
+        "being computed; more get 503 with Retry-After at once")
+    request_timeout: Annotated[float, Field(gt=0, le=3600)] = Field(
+        60.0, description="seconds from arrival until a request that is still waiting "
+        "gets 504")
+    max_upload_bytes: Annotated[int, Field(ge=1)] = Field(
+        25 * _MiB, description="largest encoded image file (upload, decoded base64 or "
+        "download), in bytes; larger gets 413")
+    max_body_bytes: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="largest request body in bytes; default: room for two "
+        "base64-encoded images of max_upload_bytes plus 1 MiB")
+    max_pixels: Annotated[int, Field(ge=1)] = Field(
+        40_000_000, description="largest image area (width x height), checked from the header")
+    max_side: Annotated[int, Field(ge=1)] = Field(
+        16384, description="largest image width or height, checked from the header")
+    preload: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="LPIPS nets (alex, vgg, squeeze) loaded and "
+        "warmed on every device before /readyz turns 200")
+    warmup_size: Annotated[int, Field(ge=16, le=4096)] = Field(
+        64, description="side in pixels of the dummy images used to warm each worker")
+    torch_threads: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="intra-op threads of each CPU worker; default: the CPU count "
+        "less one (decoding and HTTP keep a core), at least 1")
+    io_threads: Annotated[int, Field(ge=1, le=256)] | None = Field(
+        None, description="threads that decode, fetch and encode off the event loop; "
+        "default: CPU count + 2, at most 16")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="origins allowed by CORS ('*' for any); none by "
+        "default")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="if set, every request but /healthz, /readyz "
+        "and the docs needs 'Authorization: Bearer <key>'")
+    metrics_auth: bool = Field(
+        True, description="whether /metrics needs an API key when api_keys is set")
+    allow_private_urls: bool = Field(
+        False, description="let image URLs point at loopback/private/link-local addresses "
+        "(for lab networks; off by default)")
+    url_timeout: Annotated[float, Field(gt=0, le=600)] = Field(
+        20.0, description="total seconds allowed for downloading one image URL")
+    url_connect_timeout: Annotated[float, Field(gt=0, le=600)] = Field(
+        5.0, description="seconds allowed to connect to an image URL's host")
+    url_max_redirects: Annotated[int, Field(ge=0, le=20)] = Field(
+        3, description="redirects followed per image URL, each re-checked")
+    log_level: str = Field("info", description="uvicorn log level: critical, error, "
+                           "warning, info, debug")
+    access_log: bool = Field(True, description="log one line per request")
+    shutdown_timeout: Annotated[float, Field(ge=0, le=3600)] = Field(
+        30.0, description="on SIGTERM, seconds in-flight requests get to finish")
+
+    @field_validator("devices", "preload", "cors_origins", "api_keys", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one device is needed (or 'auto')")
+        if "auto" in value and len(value) > 1:
+            raise ValueError("'auto' cannot be combined with other devices")
+        if len(set(value)) != len(value):
+            raise ValueError(f"a device is listed twice: {value}")
+        return value
+
+    @field_validator("preload")
+    @classmethod
+    def _nets(cls, value: list[str]) -> list[str]:
+        unknown = [net for net in value if net not in BACKBONES]
+        if unknown:
+            raise ValueError(f"unknown LPIPS net(s) {unknown}; valid: {', '.join(BACKBONES)}")
+        return list(dict.fromkeys(value))
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        if any(not k.get_secret_value() for k in value):
+            raise ValueError("API keys cannot be empty")
+        return value
+
+    @property
+    def body_limit(self) -> int:
+        """The effective request body cap in bytes."""
+        if self.max_body_bytes is not None:
+            return self.max_body_bytes
+        return 2 * math.ceil(self.max_upload_bytes / 3) * 4 + _MiB
+
+    @property
+    def io_pool_size(self) -> int:
+        return self.io_threads or min(16, (os.cpu_count() or 1) + 2)
+
+    def cpu_threads(self, cpu_workers: int) -> int:
+        """Intra-op threads for each CPU worker."""
+        if self.torch_threads is not None:
+            return self.torch_threads
+        return max(1, ((os.cpu_count() or 1) - 1) // max(1, cpu_workers))

@@ -1,0 +1,343 @@
+"""The worker pool: one thread per compute device, fed by a bounded admission count.
+
+Requests are *admitted* first (a counter capped at ``queue_size`` plus one per worker,
+checked before the body is read: 503 with Retry-After at once when full), then decoded,
+then handed to the least-loaded worker. The event loop only awaits futures; a job
+whose waiter gave up (deadline, client gone) is skipped by its worker. A job that
+raises fails only its own request; its worker goes on serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import torch
+
+from .metrics import Metrics
+from .problems import ServiceError
+
+__all__ = [
+    "Admission",
+    "ClientDisconnected",
+    "DeadlineExceeded",
+    "QueueFull",
+    "WorkerPool",
+    "resolve_devices",
+]
+
+log = logging.getLogger("service.workers")
+T = TypeVar("T")
+
+
+class QueueFull(ServiceError):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(503, "queue-full", "the server is at capacity; retry after "
+                         f"{retry_after} s", title="Server busy",
+                         headers={"Retry-After": str(retry_after)}, retry_after=retry_after)
+
+
+class DeadlineExceeded(ServiceError):
+    def __init__(self, timeout: float) -> None:
+        super().__init__(504, "deadline-exceeded", f"the request was not done within its "
+                         f"deadline of {timeout:g} s", title="Request deadline exceeded")
+
+
+class ClientDisconnected(ServiceError):
+    def __init__(self) -> None:
+        super().__init__(499, "client-closed-request", "the client went away; its work was "
+                         "dropped", title="Client closed request")
+
+
+class OutOfMemory(ServiceError):
+    def __init__(self, device: str) -> None:
+        super().__init__(503, "out-of-memory", f"{device} ran out of memory on this request; "
+                         "try smaller images or retry later", title="Out of memory",
+                         headers={"Retry-After": "5"}, device=device)
+
+
+def resolve_devices(names: list[str]) -> list[torch.device]:
+    """Settings' device names -> torch devices; ``auto`` is every GPU, else the CPU."""
+    from core.finder import resolve_device
+
+    if names == ["auto"]:
+        if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+            return [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+        return [torch.device("cpu")]
+    devices = [resolve_device(n) for n in names]
+    devices = [torch.device("cuda", 0) if d.type == "cuda" and d.index is None else d
+               for d in devices]
+    if len(set(map(str, devices))) != len(devices):
+        raise ValueError(f"a device is listed twice: {names}")
+    return devices
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+
+
+@dataclass(eq=False)
+class Job(Generic[T]):
+    """One unit of compute, and the asyncio future its request awaits."""
+
+    fn: Callable[[torch.device], T]
+    deadline: float  # time.monotonic() value
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[T]
+    enqueued: float = field(default_factory=time.monotonic)
+    abandoned: bool = False  # the waiter gave up: skip it
+
+    def settle(self, result: Any = None, exc: BaseException | None = None) -> None:
+        """Resolve the future from a worker thread (thread-safe)."""
+        def _set() -> None:
+            if self.future.done():
+                return
+            if exc is not None:
+                self.future.set_exception(exc)
+            else:
+                self.future.set_result(result)
+
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
+            self.loop.call_soon_threadsafe(_set)
+
+
+class Worker:
+    """A thread owning one device; runs jobs from its own queue in order."""
+
+    def __init__(self, pool: WorkerPool, device: torch.device, index: int) -> None:
+        self.pool = pool
+        self.device = device
+        self.index = index
+        self.jobs: queue.SimpleQueue[Job[Any] | None] = queue.SimpleQueue()
+        self.pending = 0  # queued, not started (guarded by pool.lock)
+        self.busy = False
+        self.ready = threading.Event()
+        self.warmup_error: str | None = None
+        self.thread = threading.Thread(target=self._run, name=f"df-worker-{device}",
+                                       daemon=True)
+
+    @property
+    def load(self) -> int:
+        return self.pending + int(self.busy)
+
+    def _configure(self) -> None:
+        if self.device.type == "cpu":
+            torch.set_num_threads(self.pool.cpu_threads)
+        elif self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+
+    def _run(self) -> None:
+        try:
+            self._configure()
+            if self.pool.warmup is not None:
+                self.pool.warmup(self.device)
+        except Exception as exc:  # the worker still serves; readiness reports it
+            log.exception("warm-up failed on %s", self.device)
+            self.warmup_error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.ready.set()
+            self.pool._worker_ready()
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            self._handle(job)
+
+    def _handle(self, job: Job[Any]) -> None:
+        pool, m = self.pool, self.pool.metrics
+        with pool.lock:
+            self.pending -= 1
+            self.busy = not job.abandoned
+        m.queue_depth.dec()
+        if job.abandoned:
+            return
+        start = time.monotonic()
+        if start > job.deadline:
+            self.busy = False
+            job.settle(exc=DeadlineExceeded(pool.request_timeout))
+            return
+        m.queue_wait.observe(start - job.enqueued)
+        outcome = "ok"
+        try:
+            job.settle(job.fn(self.device))
+        except Exception as exc:
+            outcome = "error"
+            if _is_oom(exc):
+                outcome = "oom"
+                log.warning("out of memory on %s: %s", self.device, exc)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                exc = OutOfMemory(str(self.device))
+            job.settle(exc=exc)
+        finally:
+            seconds = time.monotonic() - start
+            with pool.lock:
+                self.busy = False
+                pool._observe_seconds(seconds)
+            m.busy.labels(str(self.device)).inc(seconds)
+            m.jobs.labels(str(self.device), outcome).inc()
+
+
+class Admission:
+    """A place in the service, held from arrival until the response is built."""
+
+    def __init__(self, pool: WorkerPool) -> None:
+        self._pool = pool
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._pool._release()
+
+    def __enter__(self) -> Admission:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
+
+
+class WorkerPool:
+    """Worker threads (one per device), admission control and least-loaded dispatch."""
+
+    def __init__(self, devices: list[torch.device], queue_size: int, *, metrics: Metrics,
+                 request_timeout: float, cpu_threads: int = 1,
+                 warmup: Callable[[torch.device], None] | None = None) -> None:
+        if not devices:
+            raise ValueError("the pool needs at least one device")
+        self.metrics = metrics
+        self.queue_size = queue_size
+        self.request_timeout = request_timeout
+        self.cpu_threads = cpu_threads
+        self.warmup = warmup
+        self.lock = threading.Lock()
+        self.workers = [Worker(self, d, i) for i, d in enumerate(devices)]
+        self.capacity = queue_size + len(self.workers)
+        self.admitted = 0
+        self._job_seconds = 1.0  # moving average, for Retry-After
+        self._next = 0
+        self._started = False
+        self.closing = False
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            for w in self.workers:
+                w.thread.start()
+
+    @property
+    def ready(self) -> bool:
+        return self._started and not self.closing and all(w.ready.is_set()
+                                                          for w in self.workers)
+
+    def _worker_ready(self) -> None:
+        if all(w.ready.is_set() for w in self.workers):
+            self.metrics.ready.set(1)
+
+    def shutdown(self, timeout: float = 30.0) -> bool:
+        """Finish queued jobs, stop the threads; True if all stopped within ``timeout``."""
+        self.closing = True
+        self.metrics.ready.set(0)
+        for w in self.workers:
+            w.jobs.put(None)
+        end = time.monotonic() + timeout
+        for w in self.workers:
+            if w.thread.is_alive():
+                w.thread.join(max(0.0, end - time.monotonic()))
+        return not any(w.thread.is_alive() for w in self.workers)
+
+    # -- admission --------------------------------------------------------------------
+
+    def retry_after(self) -> int:
+        """Seconds until a place is likely free: queued work over the worker count."""
+        with self.lock:
+            waiting = sum(w.load for w in self.workers) + 1
+            est = self._job_seconds * waiting / len(self.workers)
+        return int(min(60, max(1, math.ceil(est))))
+
+    def admit(self) -> Admission:
+        """Take a place or raise :class:`QueueFull` (503 with Retry-After) at once."""
+        with self.lock:
+            full = self.admitted >= self.capacity or self.closing
+            if not full:
+                self.admitted += 1
+        if full:
+            self.metrics.rejected.labels("queue_full").inc()
+            raise QueueFull(self.retry_after())
+        self.metrics.admitted.inc()
+        return Admission(self)
+
+    def _release(self) -> None:
+        with self.lock:
+            self.admitted -= 1
+        self.metrics.admitted.dec()
+
+    def _observe_seconds(self, seconds: float) -> None:
+        self._job_seconds = 0.8 * self._job_seconds + 0.2 * seconds
+
+    # -- dispatch ---------------------------------------------------------------------
+
+    def _pick(self) -> Worker:
+        """The least-loaded worker (ready ones first); ties go round-robin."""
+        n = len(self.workers)
+        order = [self.workers[(self._next + i) % n] for i in range(n)]
+        self._next = (self._next + 1) % n
+        return min(order, key=lambda w: (not w.ready.is_set(), w.load))
+
+    async def run(self, fn: Callable[[torch.device], T], *, deadline: float,
+                  disconnected: Callable[[], Awaitable[Any]] | None = None) -> T:
+        """Run ``fn(device)`` on a worker and await its result.
+
+        Raises :class:`DeadlineExceeded` past ``deadline`` (``time.monotonic()``) and
+        :class:`ClientDisconnected` when ``disconnected()`` finishes first; either way
+        the job is dropped if it has not started.
+        """
+        if self.closing:
+            raise QueueFull(self.retry_after())
+        loop = asyncio.get_running_loop()
+        job: Job[T] = Job(fn, deadline, loop, loop.create_future())
+        with self.lock:
+            worker = self._pick()
+            worker.pending += 1
+        self.metrics.queue_depth.inc()
+        worker.jobs.put(job)
+        watcher = asyncio.ensure_future(disconnected()) if disconnected is not None else None
+        waits: set[asyncio.Future[Any]] = {job.future}
+        if watcher is not None:
+            waits.add(watcher)
+        try:
+            remaining = max(0.0, deadline - time.monotonic())
+            done, _ = await asyncio.wait(waits, timeout=remaining,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if job.future in done:
+                return job.future.result()
+            if watcher is not None and watcher in done:
+                self.metrics.rejected.labels("disconnected").inc()
+                raise ClientDisconnected()
+            self.metrics.rejected.labels("deadline").inc()
+            raise DeadlineExceeded(self.request_timeout)
+        finally:
+            if not job.future.done():
+                job.abandoned = True
+                job.future.cancel()
+            if watcher is not None:
+                watcher.cancel()
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Per-worker state for /readyz."""
+        with self.lock:
+            return [{"device": str(w.device), "ready": w.ready.is_set(), "busy": w.busy,
+                     "queued": w.pending, "warmup_error": w.warmup_error}
+                    for w in self.workers]
