@@ -54,7 +54,7 @@ def _map_json(m: np.ndarray) -> dict:
 
 
 def _problem(status: int, code: str, detail: str, **extra) -> JSONResponse:
-    body = {"type": f"https://difference-finder.dev/problems/{code}", "title": code,
+    body = {"type": f"urn:difference-finder:problem:{code}", "title": code,
             "status": status, "detail": detail, **extra}
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
 
@@ -533,3 +533,93 @@ def test_cli_diff_server_pair_and_directories(svc, tmp_path, capsys):
                "--server", svc.state.url, "--metric", "lpips"])
     assert rc == 1
     assert "HTTP 503: alexnet-owt-7be5be79.pth is missing" in capsys.readouterr().err
+
+
+# --- against the real service -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_server(tmp_path_factory):
+    """`python -m service` on a free port: one CPU worker, no LPIPS weights."""
+    import os
+
+    port = _free_port()
+    home = tmp_path_factory.mktemp("empty_torch_home")
+    env = {**os.environ, "DF_DEVICES": "cpu", "DF_QUEUE_SIZE": "8", "TORCH_HOME": str(home),
+           "DF_ACCESS_LOG": "false", "DF_TORCH_THREADS": "1"}
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "service", "--port", str(port)], cwd=root,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with Client(url) as c:
+            deadline = time.monotonic() + 60
+            while not c.ready():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    pytest.fail("service did not become ready: "
+                                + proc.stderr.read().decode(errors="replace")[-2000:])
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _photo_pair(astronaut: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    ref = astronaut[100 + seed: 164 + seed, 180:260].copy()
+    noise = np.random.default_rng(seed).integers(-30, 31, ref.shape)
+    return ref, np.clip(ref.astype(int) + noise, 0, 255).astype(np.uint8)
+
+
+def test_real_service_maps_match_the_library(real_server, astronaut, sleeps):
+    from core import Finder
+
+    config = {"metric": "ssim", "post_processor": [{"name": "smooth", "sigma": 1.0}]}
+    pairs = [_photo_pair(astronaut, s) for s in range(4)]
+    with Client(real_server) as c:
+        res = c.diff(*pairs[0], config=config)
+        many = c.diff_many(pairs, config, concurrency=2, progress=False)
+        npy = c.diff_npy(*pairs[0], config=config)
+        caps = c.capabilities()
+        with pytest.raises(ServerError) as info:
+            c.diff(*pairs[0], config={"metric": "lpips"})
+        with pytest.raises(ClientRequestError) as bad:
+            c.diff(*pairs[0], config={"post_processor": [{"name": "smooth", "sigma": -1}]})
+    local = Finder(**config, device="cpu").analyze(*pairs[0])[0]
+    assert res.map.shape == (64, 80)
+    np.testing.assert_allclose(res.map, local.map, rtol=1e-5, atol=1e-6)
+    assert res.metrics["ssim"] == pytest.approx(local.metrics["ssim"], rel=1e-5)
+    np.testing.assert_array_equal(npy, res.map)
+    for (a, b), r in zip(pairs, many, strict=True):
+        np.testing.assert_allclose(
+            r.map, Finder(**config, device="cpu").analyze(a, b)[0].map, rtol=1e-5, atol=1e-6)
+    assert "ssim" in str(caps)
+    assert info.value.status == 503 and info.value.code == "weights-missing"
+    assert not isinstance(info.value, ServiceBusyError)
+    assert bad.value.status == 422 and "sigma" in json.dumps(bad.value.problem)
+    assert sleeps == []  # neither answer was worth retrying
+
+
+def test_real_service_cli_server_matches_local(real_server, astronaut, tmp_path, capsys):
+    from core.cli import main
+
+    for side in ("a", "b"):
+        (tmp_path / side).mkdir()
+    for s in range(2):
+        ref, cand = _photo_pair(astronaut, s)
+        Image.fromarray(ref).save(tmp_path / "a" / f"p{s}.png")
+        Image.fromarray(cand).save(tmp_path / "b" / f"p{s}.png")
+    common = [str(tmp_path / "a"), str(tmp_path / "b"), "--metric", "psnr", "-q", "--json"]
+    assert main(["diff", *common, "--device", "cpu"]) == 0
+    local = json.loads(capsys.readouterr().out)
+    assert main(["diff", *common, "--server", real_server]) == 0
+    remote = json.loads(capsys.readouterr().out)
+    assert [p["reference"] for p in remote["pairs"]] == [p["reference"] for p in local["pairs"]]
+    for lp, rp in zip(local["pairs"], remote["pairs"], strict=True):
+        assert rp["metrics"]["psnr"] == pytest.approx(lp["metrics"]["psnr"], rel=1e-5)
+        assert rp["shape"] == lp["shape"]
+        assert [r["x"] for r in rp["regions"]] == [r["x"] for r in lp["regions"]]
