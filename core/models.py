@@ -42,8 +42,11 @@ class ModelCache:
         import lpips  # imported late: it pulls torchvision models in
 
         start = time.perf_counter()
-        model = lpips.LPIPS(net=net, verbose=False, pretrained=True)
-        model = model.eval().requires_grad_(False).to(device)
+        # Built outside inference mode even when first asked for under it: inference
+        # tensors as weights would break every later gradient-strategy call.
+        with torch.inference_mode(False):
+            model = lpips.LPIPS(net=net, verbose=False, pretrained=True)
+            model = model.eval().requires_grad_(False).to(device)
         self.load_seconds[(net, str(device))] = time.perf_counter() - start
         return model
 
