@@ -123,7 +123,7 @@ class Worker:
         self.busy = False
         self.ready = threading.Event()
         self.warmup_error: str | None = None
-        self.thread = threading.Thread(target=self._run, name=f"df-worker-{device}",
+        self.thread = threading.Thread(target=self._run, name=f"df-worker-{index}-{device}",
                                        daemon=True)
 
     @property

@@ -1,0 +1,247 @@
+"""The worker pool on its own: admission, least-loaded dispatch, deadlines, dropped work
+of departed clients, error isolation, warm-up gating, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+import torch
+
+from service.metrics import Metrics
+from service.workers import (
+    ClientDisconnected,
+    DeadlineExceeded,
+    QueueFull,
+    WorkerPool,
+    resolve_devices,
+)
+
+CPU = torch.device("cpu")
+
+
+def make_pool(workers: int = 1, queue_size: int = 4, warmup=None) -> WorkerPool:
+    pool = WorkerPool([CPU] * workers, queue_size, metrics=Metrics(), request_timeout=5.0,
+                      warmup=warmup)
+    pool.start()
+    for w in pool.workers:
+        assert w.ready.wait(10)
+    return pool
+
+
+def soon(seconds: float = 5.0) -> float:
+    return time.monotonic() + seconds
+
+
+def test_admission_is_bounded_and_answers_at_once():
+    pool = make_pool(workers=1, queue_size=1)
+    try:
+        first, second = pool.admit(), pool.admit()
+        start = time.monotonic()
+        with pytest.raises(QueueFull) as info:
+            pool.admit()
+        assert time.monotonic() - start < 0.05
+        assert info.value.status == 503
+        assert int(info.value.headers["Retry-After"]) >= 1
+        first.release()
+        first.release()  # idempotent
+        third = pool.admit()
+        for a in (second, third):
+            a.release()
+        assert pool.admitted == 0
+    finally:
+        pool.shutdown(5)
+
+
+def test_least_loaded_dispatch():
+    pool = make_pool(workers=2)
+    gate = threading.Event()
+
+    def blocked(device):
+        gate.wait(5)
+        return threading.current_thread().name
+
+    async def main():
+        slow = asyncio.ensure_future(pool.run(blocked, deadline=soon()))
+        await asyncio.sleep(0.1)  # the first worker is now busy
+        loads = sorted(w.load for w in pool.workers)
+        quick = await pool.run(lambda d: threading.current_thread().name, deadline=soon())
+        gate.set()
+        return await slow, quick, loads
+
+    try:
+        slow_thread, quick_thread, loads = asyncio.run(main())
+        assert loads == [0, 1]
+        assert slow_thread != quick_thread  # not queued behind the busy worker
+    finally:
+        pool.shutdown(5)
+
+
+def test_deadline_gives_504_and_the_job_is_never_run():
+    pool = make_pool(workers=1)
+    gate = threading.Event()
+    ran = []
+
+    async def main():
+        blocker = asyncio.ensure_future(pool.run(lambda d: gate.wait(5), deadline=soon()))
+        await asyncio.sleep(0.05)
+        start = time.monotonic()
+        with pytest.raises(DeadlineExceeded) as info:
+            await pool.run(lambda d: ran.append(1), deadline=time.monotonic() + 0.2)
+        waited = time.monotonic() - start
+        gate.set()
+        await blocker
+        await pool.run(lambda d: None, deadline=soon())  # the queue is drained past it
+        return waited, info.value
+
+    try:
+        waited, err = asyncio.run(main())
+        assert 0.15 < waited < 1.0
+        assert err.status == 504
+        assert ran == []
+    finally:
+        pool.shutdown(5)
+
+
+def test_work_of_departed_clients_is_dropped():
+    pool = make_pool(workers=1)
+    gate = threading.Event()
+    ran = []
+
+    async def main():
+        blocker = asyncio.ensure_future(pool.run(lambda d: gate.wait(5), deadline=soon()))
+        await asyncio.sleep(0.05)
+        with pytest.raises(ClientDisconnected):
+            await pool.run(lambda d: ran.append(1), deadline=soon(),
+                           disconnected=lambda: asyncio.sleep(0.05))
+        gate.set()
+        await blocker
+        await pool.run(lambda d: None, deadline=soon())
+
+    try:
+        asyncio.run(main())
+        assert ran == []
+        text = pool.metrics.exposition().decode()
+        assert 'df_requests_rejected_total{reason="disconnected"} 1.0' in text
+    finally:
+        pool.shutdown(5)
+
+
+def test_errors_fail_only_their_request():
+    pool = make_pool(workers=1)
+
+    def oom(device):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    def bad(device):
+        raise ValueError("bad input")
+
+    async def main():
+        names = []
+        with pytest.raises(ValueError, match="bad input"):
+            await pool.run(bad, deadline=soon())
+        with pytest.raises(Exception) as info:
+            await pool.run(oom, deadline=soon())
+        for _ in range(2):
+            names.append(await pool.run(lambda d: threading.current_thread().name,
+                                        deadline=soon()))
+        return info.value, names
+
+    try:
+        err, names = asyncio.run(main())
+        assert err.status == 503 and err.code == "out-of-memory"
+        assert names[0] == names[1] and pool.workers[0].thread.is_alive()
+    finally:
+        pool.shutdown(5)
+
+
+def test_compute_does_not_block_the_event_loop():
+    pool = make_pool(workers=1)
+
+    async def main():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        t = asyncio.ensure_future(ticker())
+        await pool.run(lambda d: time.sleep(0.5), deadline=soon())
+        t.cancel()
+        return ticks
+
+    try:
+        assert asyncio.run(main()) >= 20
+    finally:
+        pool.shutdown(5)
+
+
+def test_ready_only_after_warmup_and_warmup_errors_are_reported():
+    gate = threading.Event()
+    seen = []
+
+    def warm(device):
+        seen.append(device)
+        gate.wait(5)
+        raise RuntimeError("weights corrupt")
+
+    pool = WorkerPool([CPU], 0, metrics=Metrics(), request_timeout=5, warmup=warm)
+    assert not pool.ready
+    pool.start()
+    try:
+        time.sleep(0.05)
+        assert not pool.ready and seen == [CPU]
+        gate.set()
+        assert pool.workers[0].ready.wait(5)
+        assert pool.ready
+        assert "weights corrupt" in pool.snapshot()[0]["warmup_error"]
+    finally:
+        pool.shutdown(5)
+
+
+def test_shutdown_finishes_queued_work_then_stops():
+    pool = make_pool(workers=1)
+    done = []
+
+    async def main():
+        futures = [asyncio.ensure_future(pool.run(
+            lambda d, i=i: (time.sleep(0.05), done.append(i)), deadline=soon()))
+            for i in range(3)]
+        await asyncio.sleep(0.01)
+        stopped = await asyncio.get_running_loop().run_in_executor(None, pool.shutdown, 5)
+        await asyncio.gather(*futures)
+        return stopped
+
+    assert asyncio.run(main())
+    assert done == [0, 1, 2]
+    assert not pool.workers[0].thread.is_alive()
+    assert not pool.ready
+    with pytest.raises(QueueFull):
+        pool.admit()
+
+
+def test_cpu_workers_use_the_configured_thread_count():
+    pool = WorkerPool([CPU], 1, metrics=Metrics(), request_timeout=5, cpu_threads=1)
+    pool.start()
+    try:
+        n = asyncio.run(pool.run(lambda d: torch.get_num_threads(), deadline=soon()))
+        assert n == 1
+    finally:
+        pool.shutdown(5)
+
+
+def test_resolve_devices():
+    assert resolve_devices(["cpu"]) == [CPU]
+    auto = resolve_devices(["auto"])
+    if torch.cuda.is_available():
+        assert [d.type for d in auto] == ["cuda"] * torch.cuda.device_count()
+    else:
+        assert auto == [CPU]
+        from core import DeviceError
+
+        with pytest.raises(DeviceError, match="CUDA is not available"):
+            resolve_devices(["cuda:0"])
