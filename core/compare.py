@@ -246,8 +246,13 @@ def compare(
     results: list[CandidateResult] = []
     ref_display = None
     for i, (cand, label) in enumerate(zip(cands, names, strict=True)):
-        cand_t = _single(cand, f"candidate {label!r}" if labels else f"candidate {i + 1}", limits)
-        ref_a, cand_a = align_pair(ref_t, cand_t, cfg.size_policy)
+        what = label if label == f"candidate {i + 1}" else f"candidate {label!r}"
+        cand_t = _single(cand, what, limits)
+        try:
+            ref_a, cand_a = align_pair(ref_t, cand_t, cfg.size_policy)
+        except ShapeMismatchError as exc:
+            raise ShapeMismatchError(f"{what}: {exc.message}", label=label,
+                                     **exc.extra) from None
         maps, score = finder.compute(ref_a, cand_a, with_score=True)
         m = np.ascontiguousarray(maps[0].float().cpu().numpy(), dtype=np.float32)
         if results and m.shape != results[0].map.shape:
@@ -265,8 +270,9 @@ def compare(
             regions=find_regions(m, cfg.regions), image=_display(cand_a, cfg.data_range)))
     r = cfg.render
     scale = value_range([c.map for c in results], r.vmin, r.vmax, r.percentile, r.symmetric)
+    keys = dict.fromkeys(k for c in results for k in c.metrics)
     direction = {k: bool(METRICS.get(k.removeprefix("pipeline:")).meta.get("higher_is_better"))
-                 for k in {k for c in results for k in c.metrics}}
+                 for k in keys}
     out = Comparison(reference=ref_display, candidates=results, scale=scale, config=cfg,
                      metric_key=key, higher_is_better=direction, baseline=baseline)
     if baseline is not None:

@@ -39,6 +39,8 @@ from core.render import COLORMAPS, DIVERGING
 from core.weights import weights_status
 
 from . import openapi as api_docs
+from .compare import PAGE_PATHS
+from .compare import router as compare_router
 from .encoding import MEDIA_TYPES, encode, negotiate
 from .fetch import Fetcher, UrlPolicy
 from .images import ImageLoader, too_large
@@ -296,10 +298,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metrics.model_load.labels(net, device).set(seconds)
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(compare_router)  # POST /v1/compare and the web page at /
+
     # Middleware, innermost first: body cap, API keys, CORS, metrics (outermost).
     app.add_middleware(BodyLimitMiddleware, limit=settings.body_limit)
     open_paths = {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect",
-                  "/redoc"}
+                  "/redoc", *PAGE_PATHS}
     if not settings.metrics_auth:
         open_paths.add("/metrics")
     app.add_middleware(ApiKeyMiddleware, keys=[k.get_secret_value() for k in settings.api_keys],

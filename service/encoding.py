@@ -56,17 +56,18 @@ def _specificity(media_range: str, offered: str) -> int:
     return 0 if media_range == "*/*" else -1
 
 
-def negotiate(accept: str | None) -> str:
-    """The media type to answer with; 406 when nothing we offer is acceptable."""
+def negotiate(accept: str | None, offered: tuple[str, ...] = MEDIA_TYPES) -> str:
+    """The media type to answer with (of ``offered``, the default first); 406 when
+    nothing offered is acceptable."""
     if not accept or not accept.strip():
-        return JSON
+        return offered[0]
     ranges = _parse_accept(accept)
     best: tuple[float, int, int] | None = None
     choice = None
-    for i, offered in enumerate(MEDIA_TYPES):
+    for i, media_type in enumerate(offered):
         # the most specific range that matches decides this type's q (RFC 9110 12.5.1)
         matches = [(s, q) for media, q, _ in ranges
-                   if (s := _specificity(media, offered)) >= 0]
+                   if (s := _specificity(media, media_type)) >= 0]
         if not matches:
             continue
         q = max(matches)[1]
@@ -74,10 +75,10 @@ def negotiate(accept: str | None) -> str:
             continue
         key = (q, max(matches)[0], -i)
         if best is None or key > best:
-            best, choice = key, offered
+            best, choice = key, media_type
     if choice is None:
         raise ServiceError(406, "not-acceptable", f"cannot answer with {accept!r}; "
-                           f"available: {', '.join(MEDIA_TYPES)}", available=list(MEDIA_TYPES))
+                           f"available: {', '.join(offered)}", available=list(offered))
     return choice
 
 

@@ -247,7 +247,8 @@ def test_no_candidates_and_lonely_baseline_are_errors(photos) -> None:
 
 def test_size_mismatch_is_named_unless_a_policy_is_set(photos) -> None:
     ref, base, ours = photos
-    with pytest.raises(ShapeMismatchError, match="reference is 256x256, candidate is 200x256"):
+    with pytest.raises(ShapeMismatchError, match=r"^candidate 2: image sizes differ: "
+                       r"reference is 256x256, candidate is 200x256"):
         compare(ref, [base, ours[:, :200]], device="cpu")
     got = compare(ref, [base, ours[:, :200]], config={"size_policy": "resize"}, device="cpu")
     assert all(c.map.shape == (256, 256) for c in got.candidates)
