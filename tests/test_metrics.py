@@ -145,6 +145,20 @@ def test_ms_ssim_matches_pytorch_msssim(photo: str, win_size: int, request) -> N
     assert via_finder == pytest.approx(expected.item(), abs=1e-5)
 
 
+def test_ms_ssim_takes_data_range(chelsea_pair) -> None:
+    ref, cand = chelsea_pair
+    finder = Finder(strategy="difference", metric={"name": "ms-ssim", "win_size": 7})
+    _, from_uint8 = finder.run(ref, cand, return_metric=True)
+    floats = Finder(strategy="difference", metric={"name": "ms-ssim", "win_size": 7},
+                    data_range=255.0)
+    _, from_floats = floats.run(ref.astype(np.float32), cand.astype(np.float32),
+                                return_metric=True)
+    assert from_floats == pytest.approx(from_uint8, abs=1e-5)
+    # The wrong data_range changes the score: it is really used.
+    _, wrong = finder.run(ref.astype(np.float32), cand.astype(np.float32), return_metric=True)
+    assert abs(wrong - from_uint8) > 1e-3
+
+
 @pytest.mark.parametrize("side", [32, 40, 100, 128, 150, 160])
 def test_ms_ssim_too_small_is_a_clear_metric_error(side: int) -> None:
     x = torch.rand(1, 3, side, side + 50)
