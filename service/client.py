@@ -165,6 +165,7 @@ class CandidateResult:
     map: np.ndarray
     metrics: dict[str, float | None]
     regions: list[dict[str, Any]]
+    skipped: dict[str, str] = field(default_factory=dict)  # metrics left out, and why
 
 
 @dataclass
@@ -179,23 +180,32 @@ class Improvement:
 
 @dataclass
 class CompareResult:
-    """The answer of ``/v1/compare``: candidates in request order, one shared scale."""
+    """The answer of ``/v1/compare``: candidates in request order, one shared scale.
+
+    ``raw`` is the whole JSON body (maps still encoded) for fields not lifted here.
+    """
 
     scale: dict[str, float]
     candidates: list[CandidateResult]
     improvement: list[Improvement]
+    baseline: str | None = None
+    metric: str | None = None  # which metrics key is the pipeline's own metric
     config: dict[str, Any] = field(default_factory=dict)
+    timing_ms: dict[str, float] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> CompareResult:
         return cls(
             scale=body.get("scale", {}),
             candidates=[CandidateResult(c["label"], decode_map(c["map"]), c.get("metrics", {}),
-                                        c.get("regions", [])) for c in body["candidates"]],
+                                        c.get("regions", []), c.get("skipped", {}))
+                        for c in body["candidates"]],
             improvement=[Improvement(i["label"], decode_map(i["map"]), i["improved_fraction"],
                                      i["worsened_fraction"])
                          for i in body.get("improvement") or []],
-            config=body.get("config", {}),
+            baseline=body.get("baseline"), metric=body.get("metric"),
+            config=body.get("config", {}), timing_ms=body.get("timing_ms", {}), raw=body,
         )
 
     def __getitem__(self, label: str) -> CandidateResult:
@@ -294,7 +304,15 @@ def _compare_request(reference: ImageInput, candidates: Sequence[ImageInput],
     return {"files": files, "data": data}
 
 
-ACCEPT = {"json": "application/json", "png": "image/png", "npy": "application/x-npy"}
+ACCEPT = {"json": "application/json", "png": "image/png", "npy": "application/x-npy",
+          "svg": "image/svg+xml", "pdf": "application/pdf"}
+FIGURE_FORMATS = ("png", "svg", "pdf")
+
+
+def _figure_params(fmt: str, dpi: int | None, insets: int | None) -> dict[str, int]:
+    if fmt not in FIGURE_FORMATS:
+        raise ValueError(f"figure format {fmt!r}: choose one of {', '.join(FIGURE_FORMATS)}")
+    return {k: v for k, v in (("dpi", dpi), ("insets", insets)) if v is not None}
 
 
 def _parse_npy(content: bytes) -> np.ndarray:
@@ -439,13 +457,15 @@ class Client:
                             **_compare_request(reference, candidates, labels, baseline, config))
         return CompareResult.from_json(resp.json())
 
-    def compare_png(self, reference: ImageInput, candidates: Sequence[ImageInput], *,
-                    labels: Sequence[str] | None = None, baseline: str | None = None,
-                    config: Any = None) -> bytes:
-        """The comparison figure as PNG."""
-        return self.request("POST", "/v1/compare", headers={"Accept": ACCEPT["png"]},
-                            **_compare_request(reference, candidates, labels, baseline,
-                                               config)).content
+    def compare_figure(self, reference: ImageInput, candidates: Sequence[ImageInput], *,
+                       labels: Sequence[str] | None = None, baseline: str | None = None,
+                       config: Any = None, format: str = "png", dpi: int | None = None,
+                       insets: int | None = None) -> bytes:
+        """The paper figure (reference, candidates, maps, colorbar, insets) as PNG/SVG/PDF."""
+        params = _figure_params(format, dpi, insets)
+        return self.request("POST", "/v1/compare", headers={"Accept": ACCEPT[format]},
+                            params=params, **_compare_request(reference, candidates, labels,
+                                                              baseline, config)).content
 
     def diff_many(self, pairs: Iterable[tuple[ImageInput, ImageInput]], config: Any = None, *,
                   concurrency: int = 4, progress: bool = True,
@@ -549,10 +569,11 @@ class AsyncClient:
             raise _error_for(resp, attempt + 1)
         raise AssertionError("unreachable")
 
-    async def _post(self, path: str, accept: str, build: Callable[[], dict[str, Any]]
-                    ) -> httpx.Response:
+    async def _post(self, path: str, accept: str, build: Callable[[], dict[str, Any]],
+                    params: dict[str, int] | None = None) -> httpx.Response:
         kwargs = await asyncio.to_thread(build)  # file reads and PNG encoding off the loop
-        return await self.request("POST", path, headers={"Accept": ACCEPT[accept]}, **kwargs)
+        return await self.request("POST", path, headers={"Accept": ACCEPT[accept]},
+                                  params=params, **kwargs)
 
     async def diff(self, reference: ImageInput, candidate: ImageInput,
                    config: Any = None) -> DiffResult:
@@ -578,11 +599,13 @@ class AsyncClient:
             reference, candidates, labels, baseline, config))
         return CompareResult.from_json(resp.json())
 
-    async def compare_png(self, reference: ImageInput, candidates: Sequence[ImageInput], *,
-                          labels: Sequence[str] | None = None, baseline: str | None = None,
-                          config: Any = None) -> bytes:
-        return (await self._post("/v1/compare", "png", lambda: _compare_request(
-            reference, candidates, labels, baseline, config))).content
+    async def compare_figure(self, reference: ImageInput, candidates: Sequence[ImageInput], *,
+                             labels: Sequence[str] | None = None, baseline: str | None = None,
+                             config: Any = None, format: str = "png", dpi: int | None = None,
+                             insets: int | None = None) -> bytes:
+        params = _figure_params(format, dpi, insets)
+        return (await self._post("/v1/compare", format, lambda: _compare_request(
+            reference, candidates, labels, baseline, config), params=params)).content
 
     async def diff_many(self, pairs: Iterable[tuple[ImageInput, ImageInput]], config: Any = None,
                         *, concurrency: int = 4, progress: bool = True,

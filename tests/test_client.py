@@ -155,6 +155,9 @@ def make_standin() -> FastAPI:
         if (busy := await gate()) is not None:
             return busy
         ref, cands, cfg, labels, baseline = await parse(request, "compare")
+        if request.headers.get("accept") == "application/pdf":
+            dpi = request.query_params.get("dpi")
+            return Response(f"%PDF-figure dpi={dpi}".encode(), media_type="application/pdf")
         labels = labels or [f"candidate{i}" for i in range(len(cands))]
         a = _decode(ref)
         maps = {lab: _abs_map(a, _decode(c)) for lab, c in zip(labels, cands, strict=True)}
@@ -460,11 +463,13 @@ def test_async_client_retries_and_bounds_concurrency(svc, sleeps, capsys):
             png = await c.diff_png(*pairs[0])
             npy = await c.diff_npy(*pairs[0])
             cmp = await c.compare(pairs[0][0], [pairs[0][1], pairs[1][1]], labels=["x", "y"])
+            fig = await c.compare_figure(pairs[0][0], [pairs[0][1]], format="pdf", dpi=72)
             with pytest.raises(ClientRequestError):
                 await c.diff(pairs[0][0], pairs[0][0][:3])
-            return first, many, png, npy, cmp
+            return first, many, png, npy, cmp, fig
 
-    first, many, png, npy, cmp = asyncio.run(main())
+    first, many, png, npy, cmp, fig = asyncio.run(main())
+    assert fig == b"%PDF-figure dpi=72"
     assert sleeps == [4.0]
     np.testing.assert_array_equal(first.map, _expected(*pairs[0]))
     assert svc.state.max_inflight == 2
@@ -623,3 +628,35 @@ def test_real_service_cli_server_matches_local(real_server, astronaut, tmp_path,
         assert rp["metrics"]["psnr"] == pytest.approx(lp["metrics"]["psnr"], rel=1e-5)
         assert rp["shape"] == lp["shape"]
         assert [r["x"] for r in rp["regions"]] == [r["x"] for r in lp["regions"]]
+
+
+def test_real_service_compare_matches_the_library(real_server, astronaut):
+    from core.compare import compare
+
+    ref, ours = _photo_pair(astronaut, 0)
+    _, base = _photo_pair(astronaut, 5)
+    base = np.clip(base.astype(int) + 20, 0, 255).astype(np.uint8)  # clearly worse
+    ref_b = ref  # the same reference for both
+    config = {"metric": "mse"}
+    with Client(real_server) as c:
+        res = c.compare(ref_b, [ours, base], labels=["ours", "base"], baseline="base",
+                        config=config)
+        png = c.compare_figure(ref_b, [ours, base], labels=["ours", "base"], dpi=50)
+        svg = c.compare_figure(ref_b, [ours], format="svg", insets=0)
+        with pytest.raises(ClientRequestError) as bad:
+            c.compare(ref_b, [ours, base], labels=["ours", "base"], baseline="nope")
+    local = compare(ref_b, [ours, base], ["ours", "base"], "base", config, device="cpu")
+    assert [x.label for x in res.candidates] == ["ours", "base"]
+    for got, want in zip(res.candidates, local.candidates, strict=True):
+        np.testing.assert_allclose(got.map, want.map, rtol=1e-5, atol=1e-7)
+        assert got.metrics["psnr"] == pytest.approx(want.metrics["psnr"], rel=1e-5)
+    assert (res.scale["vmin"], res.scale["vmax"]) == pytest.approx(local.scale, rel=1e-5)
+    [imp] = res.improvement
+    assert imp.label == "ours" and res.baseline == "base"
+    np.testing.assert_allclose(imp.map, local.improvement[0].map, rtol=1e-5, atol=1e-7)
+    assert imp.improved_fraction == pytest.approx(local.improvement[0].improved_fraction)
+    assert imp.improved_fraction > imp.worsened_fraction
+    assert png.startswith(b"\x89PNG") and b"<svg" in svg[:2000]
+    assert bad.value.status == 422 and "nope" in str(bad.value)
+    with pytest.raises(ValueError, match="figure format"):
+        Client(real_server).compare_figure(ref_b, [ours], format="gif")
