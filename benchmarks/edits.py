@@ -303,20 +303,23 @@ def apply_nuisance(img: np.ndarray, nuisance: str, rng: np.random.Generator) -> 
 
 # -- the dataset ----------------------------------------------------------------------------
 
-def edit_kinds_for(index: int, channels: int, seed: int) -> list[str]:
+def edit_kinds_for(index: int, channels: int, seed: int, n: int = EDITS_PER_IMAGE) -> list[str]:
     """The edit kinds of image ``index``: a seeded choice, colour edits only on colour photos."""
     kinds = [k for k in EDIT_KINDS if channels == 3 or k not in COLOUR_ONLY]
     rng = np.random.default_rng([seed, index, 1])
-    return [str(k) for k in rng.choice(kinds, size=min(EDITS_PER_IMAGE, len(kinds)),
-                                       replace=False)]
+    return [str(k) for k in rng.choice(kinds, size=min(n, len(kinds)), replace=False)]
 
 
 def make_dataset(images: tuple[str, ...] | None = None, nuisances: tuple[str, ...] = NUISANCES,
-                 size: int = 384, seed: int = 0) -> Iterator[EditPair]:
-    """Yield every (image, nuisance) pair; the edits of an image are the same for all nuisances."""
+                 size: int = 384, seed: int = 0, n_edits: int = EDITS_PER_IMAGE
+                 ) -> Iterator[EditPair]:
+    """Yield every (image, nuisance) pair; the edits of an image are the same for all nuisances.
+
+    ``n_edits`` is the number of local edits per photo (at most one of each kind).
+    """
     for i, name in enumerate(images or tuple(PHOTOS)):
         ref = load_photo(name, size)
-        kinds = edit_kinds_for(i, ref.shape[-1], seed)
+        kinds = edit_kinds_for(i, ref.shape[-1], seed, n_edits)
         edited, edits = apply_edits(ref, kinds, np.random.default_rng([seed, i, 2]))
         mask = np.zeros(ref.shape[:2], bool)
         for e in edits:

@@ -13,24 +13,34 @@ The seed package (PyPI difference-finder 0.0.4, see benchmarks/seed.py) is score
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
+# Run as a script, this folder would lead sys.path, and a module here named like a standard
+# library one (benchmarks/http.py) would shadow it: import siblings as benchmarks.* instead.
+_ROOT = Path(__file__).resolve().parent.parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _ROOT / "benchmarks"]
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+import argparse  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
 
-from edits import NUISANCES, PHOTOS, EditPair, make_dataset
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
-from core import Finder, RegionsConfig, find_regions
+from benchmarks.edits import EDITS_PER_IMAGE, NUISANCES, PHOTOS, EditPair, make_dataset  # noqa: E402
+from core import Finder, RegionsConfig, find_regions  # noqa: E402
 
 HIT_IOU = 0.1
+# Regions settings the main table scores hits with: core's current default, and the percentile
+# threshold that the regions-settings table below finds best.
+HIT_REGIONS = {
+    "otsu": RegionsConfig(),
+    "p95": RegionsConfig(threshold="percentile", percentile=95.0),
+}
 
 # -- scores ---------------------------------------------------------------------------------
 
@@ -107,58 +117,59 @@ class Candidate:
     absolute: bool = False  # score |map| (the seed's gradient maps are signed)
 
 
+def _smooth(sigma: float) -> dict:
+    return {"name": "smooth", "sigma": sigma}
+
+
 def core_candidates(quick: bool = False) -> list[Candidate]:
     """The seed's combinations in core, the map strategy, and post-processing variants."""
     out: list[Candidate] = []
     pres = {"identity": "identity", "highpass": "highpass_filter", "lowpass": "lowpass_filter"}
-    seed_combos = [("difference", "mse"), ("gradient", "mse"), ("gradient", "psnr"),
-                   ("gradient", "ssim"), ("gradient", "ms-ssim")]
+    combos = [("difference", "mse"), ("gradient", "mse"), ("gradient", "psnr"),
+              ("gradient", "ssim"), ("gradient", "ms-ssim"), ("map", "mse"), ("map", "ssim")]
     for pre_label, pre in pres.items():
-        for strategy, metric in seed_combos:
+        for strategy, metric in combos:
             name = strategy if strategy == "difference" else f"{strategy} {metric}"
             label = name if pre == "identity" else f"{pre_label} > {name}"
             out.append(Candidate(label, {"pre_processor": pre, "strategy": strategy,
                                          "metric": metric}))
-        for metric in ("mse", "ssim"):
-            label = f"map {metric}" if pre == "identity" else f"{pre_label} > map {metric}"
-            out.append(Candidate(label, {"pre_processor": pre, "strategy": "map",
-                                         "metric": metric}))
     if quick:
         out = [c for c in out if ">" not in c.label]
-    smooth = [1.0, 2.0, 4.0] if quick else [1.0, 2.0, 3.0, 4.0, 6.0, 8.0]
-    bases = {"map ssim": ("map", "ssim"), "map mse": ("map", "mse"),
-             "difference": ("difference", "mse"), "gradient ssim": ("gradient", "ssim")}
-    for base, (strategy, metric) in bases.items():
-        for s in smooth:
+    smooths = {"difference": [1, 2, 3, 4, 6], "map ssim": [1, 2, 3, 4, 6],
+               "map mse": [1, 2, 4], "gradient ssim": [2, 4]}
+    for base, sigmas in smooths.items():
+        strategy, _, metric = base.partition(" ")
+        for s in sigmas[::2] if quick else sigmas:
             out.append(Candidate(f"{base} > smooth {s:g}", {
-                "strategy": strategy, "metric": metric,
-                "post_processor": {"name": "smooth", "sigma": s}}))
-    if not quick:
-        ssim_variants = {"ssim win 7": {"name": "ssim", "win_size": 7, "sigma": 1.0},
-                         "ssim win 15": {"name": "ssim", "win_size": 15, "sigma": 2.5}}
-        for label, metric in ssim_variants.items():
-            out.append(Candidate(f"map {label}", {"strategy": "map", "metric": metric}))
-            for s in (2.0, 4.0):
-                out.append(Candidate(f"map {label} > smooth {s:g}", {
-                    "strategy": "map", "metric": metric,
-                    "post_processor": {"name": "smooth", "sigma": s}}))
-        out += [
-            Candidate("map ssim (max over channels)", {"strategy": "map", "metric": "ssim",
-                                                       "reduction": "max"}),
-            Candidate("map ssim (max) > smooth 2", {"strategy": "map", "metric": "ssim",
-                                                    "reduction": "max",
-                                                    "post_processor": {"name": "smooth",
-                                                                       "sigma": 2.0}}),
-            Candidate("map ssim > clip 99%", {"strategy": "map", "metric": "ssim",
-                                              "post_processor": "clip"}),
-            Candidate("map ssim > smooth 2 > clip 99%", {
-                "strategy": "map", "metric": "ssim",
-                "post_processor": [{"name": "smooth", "sigma": 2.0}, "clip"]}),
-            Candidate("difference > clip 99%", {"strategy": "difference",
-                                                "post_processor": "clip"}),
-            Candidate("bandpass > map ssim", {"pre_processor": "bandpass_filter",
-                                              "strategy": "map", "metric": "ssim"}),
-        ]
+                "strategy": strategy, "metric": metric or "mse",
+                "post_processor": _smooth(float(s))}))
+    if quick:
+        return out
+    for label, metric in {"ssim win 7": {"name": "ssim", "win_size": 7, "sigma": 1.0},
+                          "ssim win 15": {"name": "ssim", "win_size": 15, "sigma": 2.5}}.items():
+        out.append(Candidate(f"map {label}", {"strategy": "map", "metric": metric}))
+        for s in (2.0, 4.0):
+            out.append(Candidate(f"map {label} > smooth {s:g}", {
+                "strategy": "map", "metric": metric, "post_processor": _smooth(s)}))
+    out += [
+        Candidate("difference (max over channels) > smooth 2", {
+            "strategy": "difference", "reduction": "max", "post_processor": _smooth(2.0)}),
+        Candidate("lowpass > difference > smooth 2", {
+            "pre_processor": "lowpass_filter", "strategy": "difference",
+            "post_processor": _smooth(2.0)}),
+        Candidate("difference > clip 99%", {"strategy": "difference", "post_processor": "clip"}),
+        Candidate("difference > smooth 2 > clip 99%", {
+            "strategy": "difference", "post_processor": [_smooth(2.0), "clip"]}),
+        Candidate("map ssim (max over channels)", {
+            "strategy": "map", "metric": "ssim", "reduction": "max"}),
+        Candidate("map ssim (max over channels) > smooth 4", {
+            "strategy": "map", "metric": "ssim", "reduction": "max",
+            "post_processor": _smooth(4.0)}),
+        Candidate("map ssim > clip 99%", {"strategy": "map", "metric": "ssim",
+                                          "post_processor": "clip"}),
+        Candidate("bandpass > map ssim", {"pre_processor": "bandpass_filter",
+                                          "strategy": "map", "metric": "ssim"}),
+    ]
     return out
 
 
@@ -176,7 +187,7 @@ def seed_candidates() -> list[Candidate]:
 def map_function(c: Candidate) -> MapFn:
     """A callable (reference, candidate) float tensors (1, C, H, W) -> (H, W) numpy map."""
     if c.seed is not None:
-        from seed import seed_finder
+        from benchmarks.seed import seed_finder
 
         run = seed_finder(*c.seed, device="cpu")
         return (lambda a, b: np.abs(run(a, b))) if c.absolute else run
@@ -198,30 +209,35 @@ class Scores:
 
     label: str
     ap: dict[tuple[str, str], float] = field(default_factory=dict)  # (image, nuisance) -> AP
-    hits: dict[tuple[str, str], list[bool]] = field(default_factory=dict)
+    hits: dict[str, dict[tuple[str, str], list[bool]]] = field(default_factory=dict)
     ms: list[float] = field(default_factory=list)
     candidate: Candidate | None = None
 
     def mean_ap(self, nuisance: str | None = None) -> float:
         return float(np.mean([v for (_, n), v in self.ap.items() if nuisance in (None, n)]))
 
-    def hit_rate(self, nuisance: str | None = None) -> float:
-        got = [h for (_, n), hs in self.hits.items() if nuisance in (None, n) for h in hs]
+    def hit_rate(self, regions: str = "otsu", nuisance: str | None = None) -> float:
+        got = [h for (_, n), hs in self.hits[regions].items() if nuisance in (None, n)
+               for h in hs]
         return float(np.mean(got))
+
+    def rank_key(self) -> tuple[float, float]:
+        return (-self.mean_ap(), -self.hit_rate("p95"))
 
 
 Pairs = list[tuple[EditPair, torch.Tensor, torch.Tensor]]
 
 
-def score(c: Candidate, pairs: Pairs, regions: RegionsConfig) -> Scores:
-    """AP, hits and time of one candidate over all pairs."""
+def score(c: Candidate, pairs: Pairs) -> Scores:
+    """AP and hits (under each of HIT_REGIONS) of one candidate over all pairs."""
     fn = map_function(c)
-    out = Scores(c.label, candidate=c)
+    out = Scores(c.label, candidate=c, hits={name: {} for name in HIT_REGIONS})
     for pair, ref, cand in pairs:
         m = fn(ref, cand)
         key = (pair.image, pair.nuisance)
         out.ap[key] = average_precision(m, pair.mask)
-        out.hits[key] = edit_hits(m, pair, regions)
+        for name, regions in HIT_REGIONS.items():
+            out.hits[name][key] = edit_hits(m, pair, regions)
     return out
 
 
@@ -240,13 +256,15 @@ def time_candidates(results: list[Scores], ref: torch.Tensor, cand: torch.Tensor
 
 
 def markdown_table(results: list[Scores], nuisances: Sequence[str]) -> str:
-    head = ["#", "pipeline", "AP mean", *[f"AP {n}" for n in nuisances], "hits", "ms/pair"]
+    """The main table: candidates sorted by mean AP, then by hits (p95)."""
+    head = ["#", "pipeline", "AP mean", *[f"AP {n}" for n in nuisances],
+            *[f"hits {name}" for name in HIT_REGIONS], "ms/pair"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
-    ranked = sorted(results, key=lambda r: (-r.mean_ap(), -r.hit_rate()))
-    for i, r in enumerate(ranked, 1):
+    for i, r in enumerate(sorted(results, key=Scores.rank_key), 1):
         cells = [str(i), r.label, f"{r.mean_ap():.3f}",
                  *[f"{r.mean_ap(n):.3f}" for n in nuisances],
-                 f"{r.hit_rate():.0%}", f"{np.median(r.ms):.0f}"]
+                 *[f"{r.hit_rate(name):.0%}" for name in HIT_REGIONS],
+                 f"{np.median(r.ms):.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -286,8 +304,8 @@ def regions_table(top: list[Scores], pairs: Pairs) -> str:
     return "\n".join(lines)
 
 
-def kinds_table(top: list[Scores], pairs: Pairs) -> str:
-    """Hit rate per edit kind."""
+def kinds_table(top: list[Scores], pairs: Pairs, regions: str) -> str:
+    """Hit rate per edit kind under the ``regions`` settings of HIT_REGIONS."""
     kinds = sorted({e.kind for p, _, _ in pairs for e in p.edits})
     head = ["pipeline", *kinds]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
@@ -295,7 +313,8 @@ def kinds_table(top: list[Scores], pairs: Pairs) -> str:
         cells = [r.label]
         for k in kinds:
             got = [h for p, _, _ in pairs
-                   for e, h in zip(p.edits, r.hits[(p.image, p.nuisance)], strict=True)
+                   for e, h in zip(p.edits, r.hits[regions][(p.image, p.nuisance)],
+                                   strict=True)
                    if e.kind == k]
             cells.append(f"{np.mean(got):.0%}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -307,15 +326,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="3 photos and fewer pipelines")
     ap.add_argument("--size", type=int, default=384, help="longer image side (default 384)")
     ap.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
+    ap.add_argument("--edits", type=int, default=EDITS_PER_IMAGE,
+                    help=f"local edits per photo (default {EDITS_PER_IMAGE})")
     ap.add_argument("--no-seed-package", action="store_true", help="skip the seed package")
     args = ap.parse_args(argv)
 
-    from seed import seed_available
+    from benchmarks.seed import seed_available
 
     t_start = time.perf_counter()
     images = ("astronaut", "camera", "coffee") if args.quick else tuple(PHOTOS)
     pairs = [(p, to_tensor(p.reference), to_tensor(p.candidate))
-             for p in make_dataset(images, NUISANCES, args.size, args.seed)]
+             for p in make_dataset(images, NUISANCES, args.size, args.seed, args.edits)]
     n_edits = sum(len(p.edits) for p, _, _ in pairs) // len(NUISANCES)
     print(f"# Quality benchmark: {len(images)} photos x {len(NUISANCES)} nuisances "
           f"({', '.join(NUISANCES)}) = {len(pairs)} pairs, {n_edits} edits per nuisance, "
@@ -330,10 +351,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         print("(seed package not installed, see benchmarks/README.md; its rows are missing)\n")
 
-    regions = RegionsConfig()
     results = []
     for c in candidates:
-        results.append(score(c, pairs, regions))
+        results.append(score(c, pairs))
         print(f"  scored {c.label:45s} AP {results[-1].mean_ap():.3f}", file=sys.stderr)
 
     tp, tp_ref, tp_cand = next(p for p in pairs if p[0].reference.shape[-1] == 3)
@@ -342,21 +362,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("\nAP: average precision of the map ranking the edited pixels (chance = the edited "
           f"share, {np.mean([p.mask.mean() for p, _, _ in pairs]):.3f}). hits: share of edits "
           f"that one of the map's top-k regions lands on (box IoU >= {HIT_IOU}), k = edits in "
-          "the image, regions = core defaults (Otsu, min_area 16). ms/pair: median time of the "
+          "the image; regions by core.find_regions with min_area 16 and an Otsu threshold (otsu, "
+          "core's current default) or the 95th percentile (p95). ms/pair: median time of the "
           f"map for one {tp.image} pair ({tp.reference.shape[1]}x{tp.reference.shape[0]} RGB), "
           "all candidates timed interleaved on a possibly shared CPU. "
           "LPIPS is not scored: its backbone weights (ImageNet AlexNet/VGG/SqueezeNet) are not "
           "on this machine and stand-in random weights would say nothing about its quality.\n")
 
-    ranked = sorted((r for r in results if r.candidate.seed is None),
-                    key=lambda r: (-r.mean_ap(), -r.hit_rate()))
+    ranked = sorted((r for r in results if r.candidate.seed is None), key=Scores.rank_key)
     current = next(r for r in results if r.label == "map ssim")
     top = ranked[:3] + ([current] if current not in ranked[:3] else [])
     print("## Regions settings: hit rate of the top pipelines' maps\n")
     print(regions_table(top, pairs))
     seeds = [r for r in results if r.label.startswith("SEED default") and "|map|" not in r.label]
-    print("\n## Hit rate by edit kind (core default regions)\n")
-    print(kinds_table(top + seeds, pairs))
+    for name in HIT_REGIONS:
+        print(f"\n## Hit rate by edit kind, regions {name}\n")
+        print(kinds_table(top + seeds, pairs, name))
     print(f"\nTotal time {time.perf_counter() - t_start:.0f} s.")
 
 

@@ -3,16 +3,11 @@ dataset is deterministic, and average precision / hit counting follow their defi
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-from edits import EDIT_KINDS, NUISANCES, make_dataset
-from quality import average_precision, count_hits, iou
+from benchmarks.edits import EDIT_KINDS, NUISANCES, make_dataset
+from benchmarks.quality import average_precision, count_hits, iou
 
 IMAGES = ("astronaut", "camera")  # one colour, one grayscale photo
 
