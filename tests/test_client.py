@@ -12,6 +12,7 @@ import asyncio
 import base64
 import io
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -545,12 +546,14 @@ def test_cli_diff_server_pair_and_directories(svc, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def real_server(tmp_path_factory):
-    """`python -m service` on a free port: one CPU worker, no LPIPS weights."""
+    """`python -m service` on a free port: two CPU workers (as two GPUs would be), no LPIPS
+    weights."""
     import os
 
     port = _free_port()
     home = tmp_path_factory.mktemp("empty_torch_home")
-    env = {**os.environ, "DF_DEVICES": "cpu", "DF_QUEUE_SIZE": "8", "TORCH_HOME": str(home),
+    env = {**os.environ, "DF_DEVICES": "cpu:0,cpu:1", "DF_QUEUE_SIZE": "8",
+           "TORCH_HOME": str(home),
            "DF_ACCESS_LOG": "false", "DF_TORCH_THREADS": "1"}
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen([sys.executable, "-m", "service", "--port", str(port)], cwd=root,
@@ -660,3 +663,23 @@ def test_real_service_compare_matches_the_library(real_server, astronaut):
     assert bad.value.status == 422 and "nope" in str(bad.value)
     with pytest.raises(ValueError, match="figure format"):
         Client(real_server).compare_figure(ref_b, [ours], format="gif")
+
+
+def test_real_service_two_workers_both_serve(real_server, astronaut):
+    """One worker per device: with two (CPU) devices, concurrent work reaches both."""
+    pairs = [_photo_pair(astronaut, s) for s in range(12)]
+    config = {"metric": "ssim", "post_processor": [{"name": "smooth", "sigma": 2.0}]}
+    with Client(real_server) as c:
+        workers = httpx.get(f"{real_server}/readyz").json()["workers"]
+        assert [w["device"] for w in workers] == ["cpu:0", "cpu:1"]
+        results = c.diff_many(pairs, config, concurrency=4, progress=False)
+        assert len(results) == 12
+        text = httpx.get(f"{real_server}/metrics").text
+    jobs: dict[str, float] = {}
+    for line in text.splitlines():
+        m = re.match(r'df_worker_jobs_total\{(.*)\} ([0-9.e+]+)$', line)
+        if m and 'outcome="ok"' in m.group(1):
+            device = re.search(r'device="([^"]+)"', m.group(1)).group(1)
+            jobs[device] = jobs.get(device, 0) + float(m.group(2))
+    assert set(jobs) == {"cpu:0", "cpu:1"}, text
+    assert all(n >= 1 for n in jobs.values()) and sum(jobs.values()) >= 12
