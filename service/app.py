@@ -76,7 +76,7 @@ class ServiceState:
 def _config_from_json(text: str | bytes) -> PipelineConfig:
     try:
         raw = json.loads(text) if text.strip() else {}
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise _validation_problem([{"pointer": "#/config", "loc": ["config"],
                                     "message": f"not valid JSON ({exc})",
                                     "type": "json_invalid"}]) from None
@@ -89,7 +89,7 @@ def _config_from_json(text: str | bytes) -> PipelineConfig:
 def _parse_json_body(body: bytes) -> DiffRequest:
     try:
         raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ServiceError(400, "malformed-json", f"the body is not valid JSON ({exc})",
                            title="Malformed JSON") from None
     try:

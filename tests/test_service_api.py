@@ -234,6 +234,15 @@ def test_malformed_json_body_is_400(client):
     assert_problem(r, 400, "malformed-json")
 
 
+def test_absurd_nesting_is_a_client_error(client, pair_png):
+    deep = b"[" * 100_000 + b"]" * 100_000
+    r = client.post("/v1/diff", content=deep, headers={"content-type": "application/json"})
+    assert_problem(r, 400, "malformed-json")
+    body = assert_problem(post_files(client, *pair_png, config=deep.decode()), 422,
+                          "validation-error")
+    assert body["errors"][0]["pointer"] == "#/config"
+
+
 def test_missing_and_unexpected_parts(client, pair_png):
     r = client.post("/v1/diff", files={"reference": ("a.png", pair_png[0]),
                                        "extra": ("x.png", pair_png[1])})
