@@ -108,3 +108,12 @@ def astronaut_pair(astronaut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def chelsea_pair(chelsea: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(reference, candidate) uint8 chelsea photos (non-square, 300x451)."""
     return chelsea, distort(chelsea, seed=2)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread: tiny tensors (gradcheck) are many times faster so."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
