@@ -75,8 +75,11 @@ class Result:
 
 
 def in_process(pairs, concurrency: int, max_requests: int, max_seconds: float,
-               warmup: int) -> Result:
-    """decode -> Finder.analyze -> JSON encoding, from ``concurrency`` threads."""
+               warmup: int, threads: int | None) -> Result:
+    """decode -> Finder.analyze -> JSON encoding, from ``concurrency`` threads, each with
+    ``threads`` torch intra-op threads (None: torch's default)."""
+    import torch
+
     from core import Finder, PipelineConfig
     from core.images import decode_image
     from service.encoding import JSON, encode
@@ -84,7 +87,12 @@ def in_process(pairs, concurrency: int, max_requests: int, max_seconds: float,
     config = PipelineConfig()
     finder = Finder(config=config, device="cpu")
 
+    configured: set[int] = set()
+
     def one(i: int) -> None:
+        if threads is not None and threading.get_ident() not in configured:
+            torch.set_num_threads(threads)  # per calling thread
+            configured.add(threading.get_ident())
         ref, cand = pairs[i % len(pairs)]
         arrived = time.perf_counter()
         a, b = decode_image(ref), decode_image(cand)
@@ -93,7 +101,8 @@ def in_process(pairs, concurrency: int, max_requests: int, max_seconds: float,
 
     for i in range(warmup):
         one(i)
-    return _closed_loop("in-process", concurrency, max_requests, max_seconds, one)
+    label = f"in-process ({threads or torch.get_num_threads()} torch threads)"
+    return _closed_loop(label, concurrency, max_requests, max_seconds, one)
 
 
 def _closed_loop(mode: str, concurrency: int, max_requests: int, max_seconds: float,
@@ -205,6 +214,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--torch-threads", type=int, default=None,
                    help="DF_TORCH_THREADS for the server (default: its own default)")
+    p.add_argument("--inproc-threads", type=int, nargs="+", default=[1, 0],
+                   help="torch threads for the in-process runs (0: torch's default)")
     p.add_argument("--url", default=None, help="benchmark this running server instead")
     args = p.parse_args(argv)
 
@@ -217,13 +228,15 @@ def main(argv: list[str] | None = None) -> None:
         for c in args.concurrency:
             best: dict[str, Result] = {}
             for _ in range(args.rounds):
-                for r in (in_process(pairs, c, args.requests, args.seconds, args.warmup),
-                          asyncio.run(_http_level(url, bodies, c, args.requests,
-                                                  args.seconds, args.warmup))):
+                runs = [in_process(pairs, c, args.requests, args.seconds, args.warmup,
+                                   t or None) for t in args.inproc_threads]
+                runs.append(asyncio.run(_http_level(url, bodies, c, args.requests,
+                                                    args.seconds, args.warmup)))
+                for r in runs:
                     print(f"{r.mode} c={c}: {r.rps:.2f} req/s", file=sys.stderr)
                     if r.mode not in best or r.rps > best[r.mode].rps:
                         best[r.mode] = r
-            rows += [best["in-process"], best["HTTP"]]
+            rows += list(best.values())
     finally:
         if proc is not None:
             proc.send_signal(signal.SIGTERM)
@@ -240,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     for r in rows:
         print(f"| {r.mode} | {r.concurrency} | {len(r.latencies)} | {r.errors} | "
               f"{r.rps:.2f} | {r.pct(50):.0f} | {r.pct(90):.0f} | {r.pct(99):.0f} |")
-    top = max((r.rps for r in rows if r.mode == "in-process"), default=0.0)
+    top = max((r.rps for r in rows if r.mode.startswith("in-process")), default=0.0)
     for r in rows:
         if r.mode == "HTTP" and r.concurrency == 4 and top:
             print(f"\nHTTP at concurrency 4: {r.rps / top:.0%} of the best in-process "
