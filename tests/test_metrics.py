@@ -188,18 +188,36 @@ def test_ms_ssim_too_small_through_finder_is_not_an_assertion(camera) -> None:
 # -- LPIPS -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("net", ["alex", "squeeze"])
-def test_lpips_score_and_map_match_lpips_package(lpips_home, chelsea_pair, net: str) -> None:
+@pytest.fixture(scope="module")
+def reference_lpips(lpips_home):
+    """lpips.LPIPS(net=...) built by the lpips package itself, once per net."""
     import lpips
 
+    models: dict[str, torch.nn.Module] = {}
+
+    def get(net: str) -> torch.nn.Module:
+        if net not in models:
+            models[net] = lpips.LPIPS(net=net, verbose=False).eval()
+        return models[net]
+
+    return get
+
+
+def lpips_reference(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                    spatial: bool) -> torch.Tensor:
+    """The lpips package's own forward pass with spatial=True or False, inputs in [-1, 1]."""
+    model.spatial = spatial  # LPIPS(spatial=...) only sets this attribute
+    with torch.no_grad():
+        return model(x * 2 - 1, y * 2 - 1)
+
+
+@pytest.mark.parametrize("net", ["alex", "squeeze"])
+def test_lpips_score_and_map_match_lpips_package(reference_lpips, chelsea_pair, net) -> None:
     ref, cand = chelsea_pair
     x, y = nchw(ref), nchw(cand)
-    spatial = lpips.LPIPS(net=net, spatial=True, verbose=False).eval()
-    with torch.no_grad():
-        expected_map = spatial(x * 2 - 1, y * 2 - 1)[0, 0].numpy()
-    scalar = lpips.LPIPS(net=net, spatial=False, verbose=False).eval()
-    with torch.no_grad():
-        expected_score = scalar(x * 2 - 1, y * 2 - 1).item()
+    model = reference_lpips(net)
+    expected_map = lpips_reference(model, x, y, spatial=True)[0, 0].numpy()
+    expected_score = lpips_reference(model, x, y, spatial=False).item()
     finder = Finder(strategy="map", metric={"name": "lpips", "net": net})
     got, score = finder.run(ref, cand, return_metric=True)
     assert got.shape == ref.shape[:2]
@@ -208,14 +226,10 @@ def test_lpips_score_and_map_match_lpips_package(lpips_home, chelsea_pair, net: 
     assert expected_score > 0
 
 
-def test_lpips_scales_inputs_by_data_range_and_expands_gray(lpips_home, camera) -> None:
-    import lpips
-
+def test_lpips_scales_inputs_by_data_range_and_expands_gray(reference_lpips, camera) -> None:
     ref, cand = camera[:128, :160], distort(camera, seed=5)[:128, :160]
-    model = lpips.LPIPS(net="alex", verbose=False).eval()
     x, y = nchw(ref).expand(-1, 3, -1, -1), nchw(cand).expand(-1, 3, -1, -1)
-    with torch.no_grad():
-        expected = model(x * 2 - 1, y * 2 - 1).item()
+    expected = lpips_reference(reference_lpips("alex"), x, y, spatial=False).item()
     finder = Finder(strategy="difference", metric="lpips")
     assert finder.run(ref, cand, return_metric=True)[1] == pytest.approx(expected, rel=1e-4)
     floats = Finder(strategy="difference", metric="lpips", data_range=255.0)
