@@ -51,7 +51,7 @@ from .problems import validation_problem as _validation_problem
 from .schemas import DiffRequest
 from .settings import Settings
 from .warmup import Warmup
-from .workers import DeadlineExceeded, WorkerPool, resolve_devices
+from .workers import ClientDisconnected, DeadlineExceeded, WorkerPool, resolve_devices
 
 __all__ = ["ServiceState", "create_app"]
 
@@ -257,6 +257,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 metrics.rejected.labels("deadline").inc()
                 raise DeadlineExceeded(settings.request_timeout) from None
             decoded = time.perf_counter()
+            if await request.is_disconnected():  # gone while we decoded: queue nothing
+                metrics.rejected.labels("disconnected").inc()
+                raise ClientDisconnected()
             result = await pool.run(lambda device: _compute(config, ref, cand, device),
                                     deadline=deadline,
                                     disconnected=lambda: _wait_disconnect(request))
