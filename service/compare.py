@@ -69,7 +69,7 @@ class CompareRequest(BaseModel):
     candidates: list[ImageInput] = Field(min_length=1, max_length=MAX_CANDIDATES,
                                          description="compared with the reference, in order")
     labels: list[Label] | None = Field(None, description="one per candidate, unique "
-                                       "(default: candidate 1, candidate 2, ...)")
+                                       "(default: the URL's file name, else candidate i)")
     baseline: Label | None = Field(None, description="the label every other candidate's "
                                    "improvement map is measured against")
     config: PipelineConfig = Field(default_factory=PipelineConfig,
@@ -109,8 +109,32 @@ class ImprovementOut(BaseModel):
                                 "diverging colormap on the symmetric improvement scale")
 
 
+_MAP_EXAMPLE = {"dtype": "float32", "shape": [2, 2], "data": "AAAAAAAAAAAAAIA+AACAPw=="}
+
+
 class CompareResponse(BaseModel):
     """The ``application/json`` answer of ``POST /v1/compare``; candidates in request order."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "scale": {"vmin": 0.0, "vmax": 1.0}, "metric": "ssim",
+        "higher_is_better": {"psnr": True, "ssim": True, "ms-ssim": True},
+        "candidates": [{
+            "label": label, "map": _MAP_EXAMPLE,
+            "metrics": {"psnr": psnr, "ssim": ssim, "ms-ssim": ms},
+            "skipped": {"lpips": "LPIPS alex weights are not present (...); run "
+                        "`difference-finder weights fetch --nets alex`"},
+            "regions": [{"x": 0, "y": 1, "width": 2, "height": 1, "area": 2, "score": 1.0,
+                         "peak": 1.0, "mean": 0.625}]}
+            for label, psnr, ssim, ms in (("baseline", 24.1, 0.71, 0.93),
+                                          ("ours", 27.9, 0.84, 0.97))],
+        "baseline": "baseline",
+        "improvement": [{"label": "ours", "map": _MAP_EXAMPLE, "improved_fraction": 0.62,
+                         "worsened_fraction": 0.05}],
+        "improvement_scale": {"vmin": -0.5, "vmax": 0.5}, "tolerance": 0.008,
+        "config": PipelineConfig().model_dump(mode="json"),
+        "timing_ms": {"decode": 3.1, "queue": 0.2, "compute": 41.0, "encode": 1.2,
+                      "total": 45.5},
+    }]})
 
     scale: Scale = Field(description="the one range every candidate map is drawn with")
     metric: str = Field(description="which metrics key is the pipeline's own metric")
@@ -139,9 +163,15 @@ class _Job:
     config: PipelineConfig
 
 
-def _field_problem(name: str, message: str, kind: str) -> ServiceError:
-    return validation_problem([{"pointer": f"#/{name}", "loc": [name], "message": message,
-                                "type": kind}])
+def _default_labels(names: Sequence[str | None]) -> list[str]:
+    """Labels from upload file names or URL paths (their stems), else ``candidate i``."""
+    labels = []
+    for i, name in enumerate(names):
+        tail = (name or "").split("?", 1)[0].split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+        labels.append((Path(tail).stem.strip() or f"candidate {i + 1}")[:80])
+    if len(set(labels)) != len(labels):
+        labels = [f"{lab[:74]} ({i + 1})" for i, lab in enumerate(labels)]
+    return labels
 
 
 def _labels(text: str) -> list[str]:
@@ -207,6 +237,8 @@ async def _read_multipart(request: Request, state: Any) -> _Job:
     loader = state.loader
     images = await asyncio.gather(*(loader.decode(data, where)
                                     for (where, _), data in zip(parts, files, strict=True)))
+    if labels is None:
+        labels = _default_labels([c.filename for c in cands])
     return _Job(images[0], list(images[1:]), labels, baseline, config)
 
 
@@ -234,7 +266,9 @@ async def _prepare(request: Request, state: Any) -> _Job:
     images = await asyncio.gather(
         state.loader.load(req.reference, "reference"),
         *(state.loader.load(c, f"candidates/{i}") for i, c in enumerate(req.candidates)))
-    return _Job(images[0], list(images[1:]), req.labels, req.baseline, req.config)
+    labels = req.labels if req.labels is not None else _default_labels(
+        [c.url for c in req.candidates])
+    return _Job(images[0], list(images[1:]), labels, req.baseline, req.config)
 
 
 def _compute(job: _Job, device: torch.device) -> tuple[Comparison, float]:
@@ -332,7 +366,8 @@ _REQUEST: dict[str, Any] = {"requestBody": {"required": True, "content": {
                                "description": "candidate image files: repeat the field, "
                                "in order"},
                 "labels": {"type": "string", "description": "a JSON list of strings, one "
-                           "label per candidate", "contentMediaType": "application/json"},
+                           "label per candidate (default: the files' names)",
+                           "contentMediaType": "application/json"},
                 "baseline": {"type": "string", "description": "one of the labels"},
                 "config": {"type": "string", "description": "the pipeline as a JSON string "
                            "(a PipelineConfig object); every field is optional",
