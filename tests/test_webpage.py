@@ -13,8 +13,11 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -46,7 +49,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = _free_port()
     home = tmp_path_factory.mktemp("page_torch_home")
     env = {**os.environ, "DF_DEVICES": "cpu", "TORCH_HOME": str(home),
-           "DF_ACCESS_LOG": "false", "DF_TORCH_THREADS": "1"}
+           "DF_ACCESS_LOG": "false", "DF_TORCH_THREADS": "1",
+           "DF_ALLOW_PRIVATE_URLS": "true"}  # the URL test serves images from 127.0.0.1
     proc = subprocess.Popen([sys.executable, "-m", "service", "--port", str(port)], cwd=ROOT,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
@@ -216,3 +220,33 @@ def test_api_errors_reach_the_user(page, images) -> None:
     page.click("#compare")
     page.wait_for_function("() => document.querySelector('#error').innerText.includes('win_size')")
     assert "config.metric.win_size" in error.inner_text()
+
+
+@pytest.fixture(scope="module")
+def image_server(images) -> Iterator[str]:
+    """The test images over HTTP on 127.0.0.1, for the paste-a-URL path."""
+    handler = partial(SimpleHTTPRequestHandler, directory=str(images["reference"].parent))
+    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_pasted_urls_and_files_together(page, images, image_server) -> None:
+    page.fill("#reference-url", f"{image_server}/reference.png")
+    page.dispatch_event("#reference-url", "change")
+    page.fill("#candidate-url", f"{image_server}/noisy.png")
+    page.click("#add-url")
+    page.set_input_files("#candidate-files", str(images["ours"]))
+    page.click("#compare")
+    page.wait_for_selector("#results:not([hidden])")
+    _loaded(page, "#cards .heat", 2)
+    rows = page.locator("#metrics tbody tr")
+    assert [rows.nth(i).locator("th").inner_text() for i in range(2)] == ["noisy", "ours"]
+    for i, name in enumerate(("noisy", "ours")):
+        expected = _psnr(images["reference"], images[name])
+        assert rows.nth(i).locator("td").nth(0).inner_text() == f"{expected:.2f} dB"
+    assert page.locator("#error").is_hidden()
+    assert page.locator("#improvement-block").is_hidden()  # no baseline chosen
