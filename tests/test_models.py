@@ -18,7 +18,7 @@ from core.weights import BACKBONES, checkpoint_dir, require_weights, weights_sta
 
 @pytest.fixture
 def count_builds(lpips_home, monkeypatch) -> list[str]:
-    """Count every lpips.LPIPS construction; starts and ends with an empty cache."""
+    """Count every lpips.LPIPS construction, starting from an empty cache."""
     import lpips
 
     built: list[str] = []
@@ -30,8 +30,7 @@ def count_builds(lpips_home, monkeypatch) -> list[str]:
 
     monkeypatch.setattr(lpips, "LPIPS", counting)
     MODEL_CACHE.clear()
-    yield built
-    MODEL_CACHE.clear()
+    return built
 
 
 @pytest.fixture
@@ -94,7 +93,7 @@ def test_concurrent_first_use_builds_one_model(count_builds) -> None:
     assert count_builds == ["alex"]
 
 
-def test_cached_model_is_frozen_eval_and_uses_the_files_weights(count_builds) -> None:
+def test_cached_model_is_frozen_eval_and_uses_the_files_weights(lpips_home) -> None:
     for net, key in (("alex", "features.0.weight"), ("squeeze", "features.0.weight")):
         model = MODEL_CACHE.lpips(net, "cpu")
         assert not model.training
