@@ -75,9 +75,9 @@ class Result:
 
 
 def in_process(pairs, concurrency: int, max_requests: int, max_seconds: float,
-               warmup: int, threads: int | None) -> Result:
+               warmup: int, threads: int) -> Result:
     """decode -> Finder.analyze -> JSON encoding, from ``concurrency`` threads, each with
-    ``threads`` torch intra-op threads (None: torch's default)."""
+    ``threads`` torch intra-op threads."""
     import torch
 
     from core import Finder, PipelineConfig
@@ -86,12 +86,11 @@ def in_process(pairs, concurrency: int, max_requests: int, max_seconds: float,
 
     config = PipelineConfig()
     finder = Finder(config=config, device="cpu")
-
     configured: set[int] = set()
 
     def one(i: int) -> None:
-        if threads is not None and threading.get_ident() not in configured:
-            torch.set_num_threads(threads)  # per calling thread
+        if threading.get_ident() not in configured:  # torch's setting is per thread
+            torch.set_num_threads(threads)
             configured.add(threading.get_ident())
         ref, cand = pairs[i % len(pairs)]
         arrived = time.perf_counter()
@@ -101,7 +100,7 @@ def in_process(pairs, concurrency: int, max_requests: int, max_seconds: float,
 
     for i in range(warmup):
         one(i)
-    label = f"in-process ({threads or torch.get_num_threads()} torch threads)"
+    label = f"in-process, {threads} torch thread{'s' if threads > 1 else ''}"
     return _closed_loop(label, concurrency, max_requests, max_seconds, one)
 
 
@@ -219,6 +218,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--url", default=None, help="benchmark this running server instead")
     args = p.parse_args(argv)
 
+    import torch
+
+    default_threads = torch.get_num_threads()  # before anything sets it
     pairs = make_pairs()
     bodies = [_multipart(*pair) for pair in pairs]
     env = {} if args.torch_threads is None else {"DF_TORCH_THREADS": str(args.torch_threads)}
@@ -229,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
             best: dict[str, Result] = {}
             for _ in range(args.rounds):
                 runs = [in_process(pairs, c, args.requests, args.seconds, args.warmup,
-                                   t or None) for t in args.inproc_threads]
+                                   t or default_threads) for t in args.inproc_threads]
                 runs.append(asyncio.run(_http_level(url, bodies, c, args.requests,
                                                     args.seconds, args.warmup)))
                 for r in runs:
@@ -242,9 +244,7 @@ def main(argv: list[str] | None = None) -> None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
 
-    import torch
-
-    threads = args.torch_threads or "default"
+    threads = args.torch_threads or "default (CPU count - 1)"
     print(f"\n512x512 PNG pairs (3 photos), default pipeline (SSIM map), JSON answers; "
           f"{os.cpu_count()} CPU cores; torch {torch.__version__}; server torch threads: "
           f"{threads}; best of {args.rounds} alternating rounds\n")
