@@ -62,8 +62,8 @@ class Settings(BaseSettings):
     warmup_size: Annotated[int, Field(ge=16, le=4096)] = Field(
         64, description="side in pixels of the dummy images used to warm each worker")
     torch_threads: Annotated[int, Field(ge=1)] | None = Field(
-        None, description="intra-op threads of each CPU worker; default: the CPU count "
-        "less one (decoding and HTTP keep a core), at least 1")
+        None, description="intra-op threads of each CPU worker; default: (CPU count - 1) "
+        "shared by the CPU workers, at least 1 (decoding and HTTP keep a core)")
     io_threads: Annotated[int, Field(ge=1, le=256)] | None = Field(
         None, description="threads that decode, fetch and encode off the event loop; "
         "default: CPU count + 2, at most 16")
