@@ -78,8 +78,8 @@ def files(images) -> dict[str, bytes]:
     return {k: png(v) for k, v in images.items()}
 
 
-@pytest.fixture(scope="module")
-def expected(images):
+@pytest.fixture
+def expected(images):  # per test: LPIPS joins the scores once a test sets up weights
     return compare(images["ref"], [images["noisy"], images["ours"]], labels=["noisy", "ours"],
                    baseline="noisy", device="cpu")
 
