@@ -64,6 +64,15 @@ class ConfigError(DifferenceFinderError, ValueError):
     code = "invalid-config"
     status = 422
 
+    @classmethod
+    def from_validation(cls, exc: Any) -> ConfigError:
+        """Wrap a pydantic ValidationError; ``extra["errors"]`` keeps each JSON path."""
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+                  for e in exc.errors()]
+        detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}"
+                           for e in errors)
+        return cls(f"invalid pipeline: {detail}", errors=errors)
+
 
 class MetricError(InputError):
     """A metric cannot be computed for these inputs (e.g. too small for MS-SSIM)."""

@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
 from .config import PipelineConfig, Step
-from .errors import DeviceError, InputError
+from .errors import ConfigError, DeviceError, InputError
 from .images import ImageLike, Limits, align_pair, pair_directories, to_tensor
 from .metrics import METRICS
 from .postprocess import POST_PROCESSORS
@@ -87,7 +88,10 @@ class Finder:
         if config is not None:
             base = config.model_dump() if isinstance(config, PipelineConfig) else dict(config)
             fields = {**base, **fields}
-        self.config = PipelineConfig.model_validate({**fields, **options})
+        try:
+            self.config = PipelineConfig.model_validate({**fields, **options})
+        except ValidationError as exc:  # a typed error for Python callers, paths kept
+            raise ConfigError.from_validation(exc) from None
         self.device = resolve_device(device)
         cfg = self.config
         self._pre = self._bind(PRE_PROCESSORS, cfg.pre_processor)
