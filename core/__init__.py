@@ -4,6 +4,7 @@
 >>> heatmap = Finder().run("a.png", "b.png")
 """
 
+from .compare import CandidateResult, Comparison, Improvement, compare
 from .config import DEFAULT_PIPELINE, PipelineConfig
 from .errors import (
     ConfigError,
@@ -33,11 +34,14 @@ __all__ = [
     "POST_PROCESSORS",
     "PRE_PROCESSORS",
     "STRATEGIES",
+    "CandidateResult",
+    "Comparison",
     "ConfigError",
     "DeviceError",
     "DifferenceFinderError",
     "Finder",
     "ImageDecodeError",
+    "Improvement",
     "InputError",
     "MetricError",
     "MetricOutput",
@@ -49,5 +53,6 @@ __all__ = [
     "ShapeMismatchError",
     "WeightsMissingError",
     "__version__",
+    "compare",
     "find_regions",
 ]
