@@ -41,7 +41,7 @@ def _per_sample_mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 @METRICS.register("mse", higher_is_better=False, has_map=True)
 def mse(x: torch.Tensor, y: torch.Tensor, data_range: float, want_map: bool) -> MetricOutput:
     """Mean squared error; its map is the per-pixel squared error."""
-    err = (x - y).pow(2)
+    err = (y - x).pow(2)  # y - x: the candidate's gradient needs no negation pass
     score = err.flatten(1).mean(1)
     return MetricOutput(score, score, err if want_map else None)
 
@@ -52,7 +52,7 @@ def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float, want_map: bool) ->
 
     Its map is the per-pixel squared error, the quantity PSNR averages.
     """
-    err = (x - y).pow(2)
+    err = (y - x).pow(2)  # y - x: the candidate's gradient needs no negation pass
     m = err.flatten(1).mean(1)
     score = 10.0 * torch.log10(data_range**2 / m)  # inf where m == 0
     # The distance (-PSNR) uses a floored MSE so identical pairs get a zero,
