@@ -13,24 +13,30 @@ so it is the same as with the real ImageNet weights.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import io
-import os
-import statistics
 import sys
-import tempfile
-import time
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
-
+# Run as a script, this folder would lead sys.path, and a module here named like a standard
+# library one (benchmarks/http.py) would shadow it: import siblings as benchmarks.* instead.
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import io  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 Fn = Callable[[], object]
 
@@ -133,7 +139,7 @@ def seed_calls(ref: torch.Tensor, cand: torch.Tensor) -> dict[tuple[str, str], t
     through the seed's ``register_metric`` (still built per call, as the seed does);
     the ``lpips-vgg`` row is the seed as shipped.
     """
-    from seed import seed_finder  # benchmarks/seed.py: the one seed runner
+    from benchmarks.seed import seed_finder  # the one seed runner
 
     seed_finder()  # imports the seed package
     import lpips
@@ -247,10 +253,17 @@ def main() -> None:
     parser.add_argument("--no-seed", action="store_true", help="skip the seed package")
     args = parser.parse_args()
 
-    started = time.perf_counter()
-    load_before = os.getloadavg()
     home = Path(tempfile.mkdtemp(prefix="speed_torch_home_"))
     os.environ["TORCH_HOME"] = str(home)
+    try:
+        _bench(args, home)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)  # the VGG stand-in alone is 528 MB
+
+
+def _bench(args: argparse.Namespace, home: Path) -> None:
+    started = time.perf_counter()
+    load_before = os.getloadavg()
     warnings.filterwarnings("ignore")
     from tests.conftest import write_standin_weights
 
