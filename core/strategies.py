@@ -51,9 +51,9 @@ def gradient(
     with torch.enable_grad():
         out = metric(ref.detach(), var, False)
         (grad,) = torch.autograd.grad(out.distance.sum(), var)
-    grad = grad * (cand.shape[-2] * cand.shape[-1])
+    grad = grad * (cand.shape[-2] * cand.shape[-1])  # a new tensor: abs_ may work in place
     detached = MetricOutput(out.score.detach(), out.distance.detach(), None)
-    return (grad.abs() if magnitude else grad), detached
+    return (grad.abs_() if magnitude else grad), detached
 
 
 @STRATEGIES.register("map", uses_metric=True, needs_grad=False, needs_map=True)
