@@ -213,6 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--torch-threads", type=int, default=None,
                    help="DF_TORCH_THREADS for the server (default: its own default)")
+    p.add_argument("--devices", default="cpu",
+                   help="DF_DEVICES for the server, e.g. cpu or cpu:0,cpu:1 (two CPU workers)")
     p.add_argument("--inproc-threads", type=int, nargs="+", default=[1, 0],
                    help="torch threads for the in-process runs (0: torch's default)")
     p.add_argument("--url", default=None, help="benchmark this running server instead")
@@ -223,7 +225,9 @@ def main(argv: list[str] | None = None) -> None:
     default_threads = torch.get_num_threads()  # before anything sets it
     pairs = make_pairs()
     bodies = [_multipart(*pair) for pair in pairs]
-    env = {} if args.torch_threads is None else {"DF_TORCH_THREADS": str(args.torch_threads)}
+    env = {"DF_DEVICES": args.devices}
+    if args.torch_threads is not None:
+        env["DF_TORCH_THREADS"] = str(args.torch_threads)
     proc, url = (None, args.url) if args.url else start_server(env)
     rows: list[Result] = []
     try:
@@ -246,8 +250,9 @@ def main(argv: list[str] | None = None) -> None:
 
     threads = args.torch_threads or "default (CPU count - 1)"
     print(f"\n512x512 PNG pairs (3 photos), default pipeline (SSIM map), JSON answers; "
-          f"{os.cpu_count()} CPU cores; torch {torch.__version__}; server torch threads: "
-          f"{threads}; best of {args.rounds} alternating rounds\n")
+          f"{os.cpu_count()} CPU cores; torch {torch.__version__}; server devices: "
+          f"{args.devices}, torch threads per worker: {threads}; best of {args.rounds} "
+          "alternating rounds\n")
     print("| mode | concurrency | requests | errors | req/s | p50 ms | p90 ms | p99 ms |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:

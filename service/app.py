@@ -209,7 +209,7 @@ def _capabilities(state: ServiceState) -> dict[str, Any]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the application; workers start (and warm up) in the lifespan."""
     settings = settings or Settings()
-    devices = resolve_devices(settings.devices)
+    devices = resolve_devices(settings.devices, settings.cpu_worker_count)
     metrics = Metrics()
     warmup = Warmup(settings.preload, settings.warmup_size, metrics)
     cpu_workers = sum(d.type == "cpu" for d in devices)

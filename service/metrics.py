@@ -47,9 +47,9 @@ class Metrics:
                                 "diff requests refused or dropped, by reason "
                                 "(queue_full, deadline, disconnected)", ["reason"], registry=r)
         self.busy = Counter("df_worker_busy_seconds", "seconds each worker spent computing",
-                            ["device"], registry=r)
+                            ["device", "worker"], registry=r)
         self.jobs = Counter("df_worker_jobs", "jobs run by each worker, by outcome",
-                            ["device", "outcome"], registry=r)
+                            ["device", "worker", "outcome"], registry=r)
         self.model_load = Gauge("df_model_load_seconds",
                                 "seconds it took to build each resident model",
                                 ["net", "device"], registry=r)

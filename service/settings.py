@@ -61,6 +61,9 @@ class Settings(BaseSettings):
         "warmed on every device before /readyz turns 200")
     warmup_size: Annotated[int, Field(ge=16, le=4096)] = Field(
         64, description="side in pixels of the dummy images used to warm each worker")
+    cpu_workers: Annotated[int, Field(ge=1, le=64)] | None = Field(
+        None, description="worker threads on the CPU when DF_DEVICES is 'cpu' (or 'auto' "
+        "finds no GPU); default: 2 where there are 2+ cores, so two requests compute at once")
     torch_threads: Annotated[int, Field(ge=1)] | None = Field(
         None, description="intra-op threads of each CPU worker; default: (CPU count - 1) "
         "shared by the CPU workers, at least 1 (decoding and HTTP keep a core)")
@@ -131,6 +134,12 @@ class Settings(BaseSettings):
     @property
     def io_pool_size(self) -> int:
         return self.io_threads or min(16, (os.cpu_count() or 1) + 2)
+
+    @property
+    def cpu_worker_count(self) -> int:
+        if self.cpu_workers is not None:
+            return self.cpu_workers
+        return 2 if (os.cpu_count() or 1) >= 2 else 1
 
     def cpu_threads(self, cpu_workers: int) -> int:
         """Intra-op threads for each CPU worker."""

@@ -64,20 +64,27 @@ class OutOfMemory(ServiceError):
                          headers={"Retry-After": "5"}, device=device)
 
 
-def resolve_devices(names: list[str]) -> list[torch.device]:
-    """Settings' device names -> torch devices; ``auto`` is every GPU, else the CPU."""
+def resolve_devices(names: list[str], cpu_workers: int = 1) -> list[torch.device]:
+    """Settings' device names -> one torch device per worker.
+
+    ``auto`` is every GPU, else the CPU; the CPU named as ``cpu`` gets ``cpu_workers``
+    workers (explicit ``cpu:N`` entries get one each).
+    """
     from core.finder import resolve_device
 
     if names == ["auto"]:
         if torch.cuda.is_available() and torch.cuda.device_count() > 0:
             return [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
-        return [torch.device("cpu")]
+        names = ["cpu"]
     devices = [resolve_device(n) for n in names]
     devices = [torch.device("cuda", 0) if d.type == "cuda" and d.index is None else d
                for d in devices]
     if len(set(map(str, devices))) != len(devices):
         raise ValueError(f"a device is listed twice: {names}")
-    return devices
+    out: list[torch.device] = []
+    for d in devices:
+        out += [d] * (cpu_workers if str(d) == "cpu" else 1)
+    return out
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -151,7 +158,13 @@ class Worker:
             job = self.jobs.get()
             if job is None:
                 return
-            self._handle(job)
+            try:
+                self._handle(job)
+            except Exception as exc:  # a bug around the job must not kill the worker
+                log.exception("worker %s failed around a job", self.device)
+                job.settle(exc=exc)  # no-op if the job was already settled
+                with self.pool.lock:
+                    self.busy = False
 
     def _handle(self, job: Job[Any]) -> None:
         pool, m = self.pool, self.pool.metrics
@@ -167,25 +180,29 @@ class Worker:
             job.settle(exc=DeadlineExceeded(pool.request_timeout))
             return
         m.queue_wait.observe(start - job.enqueued)
-        outcome = "ok"
+        outcome, result, error = "ok", None, None
         try:
-            job.settle(job.fn(self.device))
+            result = job.fn(self.device)
         except Exception as exc:
-            outcome = "error"
+            outcome, error = "error", exc
             if _is_oom(exc):
                 outcome = "oom"
                 log.warning("out of memory on %s: %s", self.device, exc)
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-                exc = OutOfMemory(str(self.device))
-            job.settle(exc=exc)
+                error = OutOfMemory(str(self.device))
         finally:
-            seconds = time.monotonic() - start
             with pool.lock:
                 self.busy = False
-                pool._observe_seconds(seconds)
-            m.busy.labels(str(self.device)).inc(seconds)
-            m.jobs.labels(str(self.device), outcome).inc()
+        # bookkeeping before the answer, so /metrics agrees with answers already sent
+        seconds = time.monotonic() - start
+        try:
+            pool._observe_seconds(seconds)
+            m.busy.labels(str(self.device), str(self.index)).inc(seconds)
+            m.jobs.labels(str(self.device), str(self.index), outcome).inc()
+        except Exception:
+            log.exception("worker bookkeeping failed on %s", self.device)
+        job.settle(result, error)
 
 
 class Admission:
@@ -285,7 +302,8 @@ class WorkerPool:
         self.metrics.admitted.dec()
 
     def _observe_seconds(self, seconds: float) -> None:
-        self._job_seconds = 0.8 * self._job_seconds + 0.2 * seconds
+        with self.lock:
+            self._job_seconds = 0.8 * self._job_seconds + 0.2 * seconds
 
     # -- dispatch ---------------------------------------------------------------------
 
@@ -338,6 +356,7 @@ class WorkerPool:
     def snapshot(self) -> list[dict[str, Any]]:
         """Per-worker state for /readyz."""
         with self.lock:
-            return [{"device": str(w.device), "ready": w.ready.is_set(), "busy": w.busy,
+            return [{"device": str(w.device), "worker": w.index, "ready": w.ready.is_set(),
+                     "busy": w.busy,
                      "queued": w.pending, "warmup_error": w.warmup_error}
                     for w in self.workers]

@@ -73,8 +73,9 @@ def pair_png(pair) -> tuple[bytes, bytes]:
 
 
 def _client(**settings) -> TestClient:
-    return TestClient(create_app(Settings(devices=["cpu"], **settings)),
-                      raise_server_exceptions=False)
+    """One CPU worker unless asked otherwise, so metrics per worker are predictable."""
+    settings = {"devices": ["cpu"], "cpu_workers": 1, **settings}
+    return TestClient(create_app(Settings(**settings)), raise_server_exceptions=False)
 
 
 @pytest.fixture(scope="module")
@@ -388,7 +389,7 @@ def test_health_and_metrics(client, pair_png):
     assert "df_queue_wait_seconds_count" in text
     assert "df_queue_depth 0.0" in text
     busy = [line for line in text.splitlines()
-            if line.startswith('df_worker_busy_seconds_total{device="cpu"}')]
+            if line.startswith('df_worker_busy_seconds_total{device="cpu",worker="0"}')]
     assert busy and float(busy[0].split()[-1]) > 0
 
 
@@ -396,7 +397,7 @@ def test_readiness_waits_for_warmup(pair_png):
     import threading
 
     gate = threading.Event()
-    app = create_app(Settings(devices=["cpu"]))
+    app = create_app(Settings(devices=["cpu"], cpu_workers=1))
     pool = app.state.df.pool
     inner = pool.warmup
     pool.warmup = lambda device: (gate.wait(30), inner(device))
@@ -408,6 +409,20 @@ def test_readiness_waits_for_warmup(pair_png):
         gate.set()
         wait_ready(c, timeout=30)
         assert "df_ready 1.0" in c.get("/metrics").text
+
+
+def test_several_workers_on_the_cpu(pair_png):
+    """DF_DEVICES=cpu with two CPU workers: both are up, and dispatch reaches both."""
+    with _client(cpu_workers=2, torch_threads=1) as c:
+        wait_ready(c)
+        workers = c.get("/readyz").json()["workers"]
+        assert [(w["device"], w["worker"]) for w in workers] == [("cpu", 0), ("cpu", 1)]
+        for _ in range(2):  # sequential: ties between idle workers go round-robin
+            assert post_files(c, *pair_png).status_code == 200
+        text = c.get("/metrics").text
+        for worker in ("0", "1"):
+            assert f'df_worker_jobs_total{{device="cpu",outcome="ok",worker="{worker}"}} 1.0' \
+                in text
 
 
 # -- auth and CORS ------------------------------------------------------------------
@@ -472,7 +487,7 @@ def test_errors_in_one_request_leave_the_worker_serving(monkeypatch, client, pai
     assert "secret" not in body["detail"]
     assert post_files(client, *pair_png).status_code == 200
     text = client.get("/metrics").text
-    assert 'df_worker_jobs_total{device="cpu",outcome="oom"} 1.0' in text
+    assert 'df_worker_jobs_total{device="cpu",outcome="oom",worker="0"} 1.0' in text
 
 
 def test_deadline_gives_504(monkeypatch, pair_png):

@@ -157,6 +157,31 @@ def test_errors_fail_only_their_request():
         pool.shutdown(5)
 
 
+def test_a_failure_around_a_job_does_not_kill_the_worker():
+    pool = make_pool(workers=1)
+    real = pool._observe_seconds
+    calls = []
+
+    def broken_once(seconds):
+        calls.append(seconds)
+        if len(calls) == 1:
+            raise RuntimeError("bookkeeping bug")
+        real(seconds)
+
+    pool._observe_seconds = broken_once
+
+    async def main():
+        first = await pool.run(lambda d: "first", deadline=soon())
+        second = await asyncio.wait_for(pool.run(lambda d: "second", deadline=soon()), 5)
+        return first, second
+
+    try:
+        assert asyncio.run(main()) == ("first", "second")
+        assert pool.workers[0].thread.is_alive()
+    finally:
+        pool.shutdown(5)
+
+
 def test_compute_does_not_block_the_event_loop():
     pool = make_pool(workers=1)
 
@@ -236,11 +261,16 @@ def test_cpu_workers_use_the_configured_thread_count():
 
 def test_resolve_devices():
     assert resolve_devices(["cpu"]) == [CPU]
-    auto = resolve_devices(["auto"])
+    assert resolve_devices(["cpu"], cpu_workers=3) == [CPU] * 3
+    assert resolve_devices(["cpu:0", "cpu:1"], cpu_workers=3) == [
+        torch.device("cpu", 0), torch.device("cpu", 1)]
+    with pytest.raises(ValueError, match="twice"):
+        resolve_devices(["cpu", "cpu"])
+    auto = resolve_devices(["auto"], cpu_workers=2)
     if torch.cuda.is_available():
         assert [d.type for d in auto] == ["cuda"] * torch.cuda.device_count()
     else:
-        assert auto == [CPU]
+        assert auto == [CPU, CPU]
         from core import DeviceError
 
         with pytest.raises(DeviceError, match="CUDA is not available"):

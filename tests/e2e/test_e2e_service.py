@@ -142,7 +142,7 @@ SLOW = json.dumps({"strategy": "gradient", "metric": "ssim"})  # ~0.2-0.5 s at 5
 
 
 def test_full_queue_gives_503_at_once(start_server, photo_png):
-    s = start_server(DF_QUEUE_SIZE="1")  # one computing + one waiting; the rest: 503
+    s = start_server(DF_QUEUE_SIZE="1", DF_CPU_WORKERS="1")  # 1 computing + 1 waiting
     s.wait_ready()
 
     def post(_: int) -> tuple[httpx.Response, float]:
@@ -177,7 +177,7 @@ def _raw_multipart(photo_png: dict[str, bytes], port: int) -> bytes:
 
 
 def test_work_of_a_departed_client_is_dropped(start_server, photo_png):
-    s = start_server(DF_QUEUE_SIZE="4")
+    s = start_server(DF_QUEUE_SIZE="4", DF_CPU_WORKERS="1")
     s.wait_ready()
     blocker = threading.Thread(target=lambda: httpx.post(
         s.url + "/v1/diff", files=files(photo_png), data={"config": SLOW}, timeout=60))
@@ -194,7 +194,8 @@ def test_work_of_a_departed_client_is_dropped(start_server, photo_png):
             break
         assert time.monotonic() < deadline, text
         time.sleep(0.05)
-    assert 'df_worker_jobs_total{device="cpu",outcome="ok"} 1.0' in text  # only the blocker
+    # only the blocker ran
+    assert 'df_worker_jobs_total{device="cpu",outcome="ok",worker="0"} 1.0' in text
     assert httpx.get(s.url + "/readyz").status_code == 200
 
 
