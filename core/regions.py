@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .postprocess import otsu_threshold
 
-__all__ = ["Region", "RegionsConfig", "find_regions", "label_components"]
+__all__ = ["Region", "RegionsConfig", "find_regions", "label_components", "region_mask"]
 
 
 class RegionsConfig(BaseModel):
@@ -111,28 +111,44 @@ def _threshold(m: np.ndarray, cfg: RegionsConfig) -> float:
     return float(otsu_threshold(torch.from_numpy(m)[None]).item())
 
 
-def find_regions(m: np.ndarray, cfg: RegionsConfig | None = None) -> list[Region]:
-    """Ranked regions of one (H, W) map (a (C, H, W) map uses its channel max)."""
-    cfg = cfg or RegionsConfig()
+def _ranked(m: np.ndarray, cfg: RegionsConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                         np.ndarray, np.ndarray, float] | None:
+    """(map, component labels, kept components strongest first, areas, masses, total),
+    or None when there is nothing to report."""
     if cfg.max_regions == 0:
-        return []
+        return None
     m = np.asarray(m, dtype=np.float32)
     if m.ndim == 3:
         m = m.max(axis=0)
     m = np.abs(m) if (m < 0).any() else m
     total = float(m.sum())
     if total <= 0:
-        return []
+        return None
     mask = m > _threshold(m, cfg)
     labels, count = label_components(mask, cfg.connectivity)
     if count == 0:
-        return []
+        return None
     flat = labels.ravel()
-    values = m.ravel()
     idx = np.flatnonzero(flat)
     lab = flat[idx] - 1
     area = np.bincount(lab, minlength=count)
-    mass = np.bincount(lab, weights=values[idx], minlength=count)
+    mass = np.bincount(lab, weights=m.ravel()[idx], minlength=count)
+    keep = np.flatnonzero(area >= cfg.min_area)
+    keep = keep[np.argsort(-mass[keep], kind="stable")][: cfg.max_regions]
+    return m, labels, keep, area, mass, total
+
+
+def find_regions(m: np.ndarray, cfg: RegionsConfig | None = None) -> list[Region]:
+    """Ranked regions of one (H, W) map (a (C, H, W) map uses its channel max)."""
+    ranked = _ranked(m, cfg or RegionsConfig())
+    if ranked is None:
+        return []
+    m, labels, keep, area, mass, total = ranked
+    count = len(area)
+    flat = labels.ravel()
+    idx = np.flatnonzero(flat)
+    lab = flat[idx] - 1
+    values = m.ravel()
     peak = np.full(count, -np.inf)
     np.maximum.at(peak, lab, values[idx])
     ys, xs = np.divmod(idx, m.shape[1])
@@ -140,8 +156,6 @@ def find_regions(m: np.ndarray, cfg: RegionsConfig | None = None) -> list[Region
     y0 = np.full(count, m.shape[0]); y1 = np.zeros(count, dtype=np.int64)  # noqa: E702
     np.minimum.at(x0, lab, xs); np.maximum.at(x1, lab, xs)  # noqa: E702
     np.minimum.at(y0, lab, ys); np.maximum.at(y1, lab, ys)  # noqa: E702
-    keep = np.flatnonzero(area >= cfg.min_area)
-    keep = keep[np.argsort(-mass[keep], kind="stable")][: cfg.max_regions]
     return [
         Region(
             x=int(x0[k]), y=int(y0[k]), width=int(x1[k] - x0[k] + 1),
@@ -150,3 +164,15 @@ def find_regions(m: np.ndarray, cfg: RegionsConfig | None = None) -> list[Region
         )
         for k in keep
     ]
+
+
+def region_mask(m: np.ndarray, cfg: RegionsConfig | None = None) -> np.ndarray:
+    """Boolean (H, W) mask of the pixels of the regions :func:`find_regions` reports
+    (same threshold, components and ranking): their shapes, where a region is a box."""
+    arr = np.asarray(m)
+    shape = arr.shape[-2:]
+    ranked = _ranked(arr, cfg or RegionsConfig())
+    if ranked is None:
+        return np.zeros(shape, dtype=bool)
+    _, labels, keep, *_ = ranked
+    return np.isin(labels, keep + 1)
