@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -101,19 +102,25 @@ class Fetcher:
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    async def fetch(self, url: str, what: str) -> bytes:
-        """The body at ``url``; every hop checked, total time and size capped."""
+    async def fetch(self, url: str, what: str,
+                    headers: Mapping[str, str] | None = None) -> bytes:
+        """The body at ``url``; every hop checked, total time and size capped. ``headers``
+        (e.g. a Label Studio token) go only to ``url``'s own origin, not where it redirects."""
         try:
-            return await asyncio.wait_for(self._fetch(url, what), self.timeout)
+            return await asyncio.wait_for(self._fetch(url, what, headers), self.timeout)
         except (TimeoutError, asyncio.TimeoutError):
             raise FetchFailed(what, f"download did not finish within {self.timeout:g} s",
                               status=422) from None
 
-    async def _fetch(self, url: str, what: str) -> bytes:
+    async def _fetch(self, url: str, what: str,
+                     headers: Mapping[str, str] | None = None) -> bytes:
+        origin = None
         for _ in range(self.max_redirects + 1):
             await self.policy.check(url, what)
+            origin = origin or _origin(url)
+            extra = headers if headers and _origin(url) == origin else None
             try:
-                async with self.client.stream("GET", url) as resp:
+                async with self.client.stream("GET", url, headers=extra) as resp:
                     if resp.status_code in _REDIRECTS and "location" in resp.headers:
                         url = urljoin(url, resp.headers["location"])
                         continue
@@ -135,6 +142,12 @@ class Fetcher:
                 raise _too_large(what, self.max_bytes)
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of an already checked URL."""
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port
 
 
 def _too_large(what: str, limit: int) -> ServiceError:
