@@ -44,6 +44,7 @@ from .compare import router as compare_router
 from .encoding import MEDIA_TYPES, encode, negotiate
 from .fetch import Fetcher, UrlPolicy
 from .images import ImageLoader, too_large
+from .label_studio import router as label_studio_router
 from .metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
 from .middleware import ApiKeyMiddleware, BodyLimitMiddleware
 from .problems import ServiceError, install_handlers, problem_response, validation_error
@@ -302,6 +303,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(compare_router)  # POST /v1/compare and the web page at /
+    app.include_router(label_studio_router)  # the Label Studio ML backend
 
     # Middleware, innermost first: body cap, API keys, CORS, metrics (outermost).
     app.add_middleware(BodyLimitMiddleware, limit=settings.body_limit)

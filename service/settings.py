@@ -11,9 +11,10 @@ import math
 import os
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from core import PipelineConfig
 from core.weights import BACKBONES
 
 __all__ = ["Settings"]
@@ -87,6 +88,26 @@ class Settings(BaseSettings):
         5.0, description="seconds allowed to connect to an image URL's host")
     url_max_redirects: Annotated[int, Field(ge=0, le=20)] = Field(
         3, description="redirects followed per image URL, each re-checked")
+    label_studio_url: str | None = Field(
+        None, validation_alias=AliasChoices("DF_LABEL_STUDIO_URL", "LABEL_STUDIO_URL",
+                                            "label_studio_url"),
+        description="Label Studio's base URL (LABEL_STUDIO_URL works too): task images given "
+        "as /data/... or upload/... paths or cloud URIs are fetched from it, under the URL "
+        "policy")
+    label_studio_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("DF_LABEL_STUDIO_API_KEY", "LABEL_STUDIO_API_KEY",
+                                            "label_studio_api_key"),
+        description="Label Studio access token (LABEL_STUDIO_API_KEY works too), sent as "
+        "'Authorization: Token <key>' to label_studio_url only")
+    label_studio_reference_field: str = Field(
+        "reference", min_length=1, description="Label Studio task data field with the "
+        "reference image")
+    label_studio_candidate_field: str = Field(
+        "candidate", min_length=1, description="Label Studio task data field with the "
+        "candidate image (the one annotated)")
+    annotation_config: PipelineConfig = Field(
+        default_factory=PipelineConfig, repr=False, description="the pipeline (a JSON "
+        "PipelineConfig) behind Label Studio predictions and CVAT detections")
     log_level: str = Field("info", description="uvicorn log level: critical, error, "
                            "warning, info, debug")
     access_log: bool = Field(True, description="log one line per request")
@@ -116,6 +137,16 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown LPIPS net(s) {unknown}; valid: {', '.join(BACKBONES)}")
         return list(dict.fromkeys(value))
+
+    @field_validator("label_studio_url")
+    @classmethod
+    def _label_studio_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} must start with http:// or https://")
+        return value
 
     @field_validator("api_keys")
     @classmethod
