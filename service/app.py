@@ -41,6 +41,7 @@ from core.weights import weights_status
 from . import openapi as api_docs
 from .compare import PAGE_PATHS
 from .compare import router as compare_router
+from .cvat import router as cvat_router
 from .encoding import MEDIA_TYPES, encode, negotiate
 from .fetch import Fetcher, UrlPolicy
 from .images import ImageLoader, too_large
@@ -304,6 +305,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(compare_router)  # POST /v1/compare and the web page at /
     app.include_router(label_studio_router)  # the Label Studio ML backend
+    app.include_router(cvat_router)  # POST /cvat/detect
 
     # Middleware, innermost first: body cap, API keys, CORS, metrics (outermost).
     app.add_middleware(BodyLimitMiddleware, limit=settings.body_limit)

@@ -1,0 +1,226 @@
+"""A CVAT detector: ``POST /cvat/detect`` answers like CVAT's serverless functions, with
+difference regions as rectangles; ``init_context``/``handler`` run the same thing as a Nuclio
+function (``docker/function.yaml``), where the reference comes from ``DF_CVAT_REFERENCE``.
+
+CVAT sends a detector ``{"image": <base64>, "threshold": <number>}`` (threshold only when
+set) and reads back ``[{"confidence", "label", "points": [xtl, ytl, xbr, ybr], "type"}]``,
+the shape of CVAT's own functions (serverless/*/nuclio/main.py). ``confidence`` is a region's
+score: its share of the whole difference map's total (0-1), a string as those functions send
+it; ``threshold`` keeps regions whose score is at least the threshold (default 0: every
+region the pipeline reports, strongest first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from core import Finder, PairResult, PipelineConfig
+from core.errors import DifferenceFinderError
+from core.images import Limits, decode_image
+
+from . import openapi as api_docs
+from .label_studio import parse_json_model, request_schema
+from .problems import (
+    PROBLEM_MEDIA_TYPE,
+    ServiceError,
+    core_error,
+    problem_response,
+    validation_error,
+    validation_problem,
+)
+from .schemas import TINY_PNG_B64
+
+__all__ = ["LABEL", "DetectRequest", "detections", "handler", "init_context", "router"]
+
+#: the one label this detector gives (function.yaml's spec lists it for CVAT's mapping)
+LABEL = "difference"
+
+router = APIRouter(prefix="/cvat", tags=["cvat"])
+
+
+class DetectRequest(BaseModel):
+    """What CVAT sends a detector, plus the reference; unknown fields are ignored (CVAT
+    may add some)."""
+
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{
+        "image": TINY_PNG_B64, "reference": TINY_PNG_B64, "threshold": 0.1}]})
+
+    image: str = Field(min_length=1, description="base64 of the frame (the candidate)")
+    reference: str = Field(min_length=1, description="base64 of the reference image")
+    threshold: float | None = Field(None, ge=0.0, le=1.0, description="keep regions whose "
+                                    "confidence (share of the total difference) is at "
+                                    "least this; default 0")
+    config: PipelineConfig | None = Field(None, description="the pipeline; default: the "
+                                          "server's DF_ANNOTATION_CONFIG")
+
+
+def detections(result: PairResult, threshold: float | None = None) -> list[dict[str, Any]]:
+    """CVAT shapes for a pair's regions, strongest first; ``points`` are the box's corners
+    in pixels (xbr/ybr are the far edges: a box over pixels 0..9 ends at 10)."""
+    keep = sorted((r for r in result.regions if r.score >= (threshold or 0.0)),
+                  key=lambda r: -r.score)
+    return [{"confidence": str(round(r.score, 4)), "label": LABEL,
+             "points": [float(r.x), float(r.y), float(r.x + r.width), float(r.y + r.height)],
+             "type": "rectangle"} for r in keep]
+
+
+def _compute(config: PipelineConfig, ref: np.ndarray, cand: np.ndarray,
+             device: torch.device) -> PairResult:
+    """Runs in a worker thread on its device."""
+    return Finder.from_config(config, device).analyze(ref, cand, metrics=False)[0]
+
+
+async def _decode(state: Any, text: str, field: str, what: str) -> np.ndarray:
+    """Base64 field -> image, off the event loop; errors point at ``#/field``."""
+    loop = asyncio.get_running_loop()
+    try:
+        data = await loop.run_in_executor(state.executor, state.loader.unbase64, text, what)
+    except ServiceError as exc:
+        if exc.code != "validation-error":
+            raise
+        raise validation_problem([{"pointer": f"#/{field}", "loc": [field], "message":
+                                   exc.extra["errors"][0]["message"],
+                                   "type": "base64_decode"}]) from None
+    return await state.loader.decode(data, what)
+
+
+_EXAMPLE = [{"confidence": "0.91", "label": LABEL, "points": [120.0, 64.0, 152.0, 112.0],
+             "type": "rectangle"}]
+
+
+@router.post("/detect", summary="CVAT detector: difference regions as rectangles",
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                 "schema": request_schema(DetectRequest),
+                 "example": DetectRequest.model_config["json_schema_extra"][
+                     "examples"][0]}}}},  # type: ignore[index]
+             responses={200: {"description": "The regions, strongest first, as CVAT "
+                              "serverless detectors return shapes; confidence is the region's "
+                              "share of the total difference",
+                              "content": {"application/json": {"schema": {
+                                  "type": "array", "items": {"type": "object"}},
+                                  "example": _EXAMPLE}}},
+                        **{k: v for k, v in api_docs.DIFF_RESPONSES.items()
+                           if k in (400, 413, 415, 422, 503, 504)}})
+async def detect(request: Request) -> JSONResponse:
+    """The frame (``image``) against the ``reference``, under the pipeline."""
+    from .app import _media_type, _wait_disconnect
+    from .workers import DeadlineExceeded
+
+    state = request.app.state.df
+    s = state.settings
+    if _media_type(request) != "application/json":
+        raise ServiceError(415, "unsupported-media-type", "send application/json (the body "
+                           "CVAT sends a detector)", accepted=["application/json"])
+    deadline = time.monotonic() + s.request_timeout
+    with state.pool.admit():
+        loop = asyncio.get_running_loop()
+        try:
+            body = await asyncio.wait_for(request.body(), s.request_timeout)
+            req: DetectRequest = await loop.run_in_executor(
+                state.executor, parse_json_model, body, DetectRequest)
+            ref, cand = await asyncio.wait_for(asyncio.gather(
+                _decode(state, req.reference, "reference", "reference"),
+                _decode(state, req.image, "image", "image")),
+                max(0.0, deadline - time.monotonic()))
+        except (TimeoutError, asyncio.TimeoutError):
+            state.metrics.rejected.labels("deadline").inc()
+            raise DeadlineExceeded(s.request_timeout) from None
+        config = req.config or s.annotation_config
+        result = await state.pool.run(lambda device: _compute(config, ref, cand, device),
+                                      deadline=deadline,
+                                      disconnected=lambda: _wait_disconnect(request))
+    return JSONResponse(detections(result, req.threshold))
+
+
+# --- as a Nuclio function (docker/function.yaml) ---------------------------------------------
+
+
+class _FunctionRequest(DetectRequest):
+    """As a Nuclio function the reference may come from DF_CVAT_REFERENCE instead."""
+
+    reference: str | None = Field(None, min_length=1)  # type: ignore[assignment]
+
+
+def init_context(context: Any) -> None:
+    """Nuclio start-up: the Finder built once on the first device of DF_DEVICES, and the
+    fixed reference image read from the file DF_CVAT_REFERENCE (if set)."""
+    from .images import ImageLoader
+    from .settings import Settings
+    from .workers import resolve_devices
+
+    settings = Settings()
+    device = resolve_devices(settings.devices)[0]
+    if device.type == "cpu":
+        torch.set_num_threads(settings.cpu_threads(1))
+    limits = Limits(max_pixels=settings.max_pixels, max_side=settings.max_side)
+    path = os.environ.get("DF_CVAT_REFERENCE", "").strip()
+    user = context.user_data
+    user.reference = (decode_image(Path(path).read_bytes(), limits=limits, what="reference")
+                      if path else None)
+    user.loader = ImageLoader(max_bytes=settings.max_upload_bytes, limits=limits,
+                              executor=None, fetcher=None)  # type: ignore[arg-type]
+    user.finder = Finder.from_config(settings.annotation_config, device)
+
+
+def _problem(context: Any, err: ServiceError) -> Any:
+    """The service's problem+json body, as a Nuclio response."""
+    resp = problem_response(err.status, err.code, err.detail, title=err.title, **err.extra)
+    return context.Response(body=bytes(resp.body).decode(), headers={},
+                            content_type=PROBLEM_MEDIA_TYPE, status_code=err.status)
+
+
+def handler(context: Any, event: Any) -> Any:
+    """Nuclio entry: CVAT's detector call -> its shapes. A ``reference`` in the body wins
+    over the file from DF_CVAT_REFERENCE; errors are problem+json with their status."""
+    user = context.user_data
+    try:
+        raw = event.body
+        if isinstance(raw, (bytes, bytearray, str)):
+            try:
+                raw = json.loads(raw)
+            except ValueError as exc:
+                raise ServiceError(400, "malformed-json", f"the body is not valid JSON "
+                                   f"({exc})", title="Malformed JSON") from None
+        if not isinstance(raw, dict):
+            raise ServiceError(400, "malformed-json", "the body must be a JSON object",
+                               title="Malformed JSON")
+        try:
+            req = _FunctionRequest.model_validate(raw)
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        loader = user.loader
+
+        def image(text: str, what: str) -> np.ndarray:
+            data = loader.unbase64(text, what)
+            return decode_image(data, limits=loader.limits, what=what)
+
+        if req.reference is not None:
+            reference = image(req.reference, "reference")
+        elif user.reference is not None:
+            reference = user.reference
+        else:
+            raise validation_problem([{"pointer": "#/reference", "loc": ["reference"],
+                                       "type": "missing", "message": "no reference: send "
+                                       "one, or set DF_CVAT_REFERENCE to an image file in "
+                                       "the function"}])
+        cand = image(req.image, "image")
+        finder = user.finder if req.config is None else Finder.from_config(
+            req.config, user.finder.device)
+        result = finder.analyze(reference, cand, metrics=False)[0]
+        return context.Response(body=json.dumps(detections(result, req.threshold)),
+                                headers={}, content_type="application/json", status_code=200)
+    except DifferenceFinderError as exc:
+        return _problem(context, core_error(exc))
+    except ServiceError as exc:
+        return _problem(context, exc)
