@@ -111,7 +111,7 @@ _EXAMPLE = [{"confidence": "0.91", "label": LABEL, "points": [120.0, 64.0, 152.0
                                   "type": "array", "items": {"type": "object"}},
                                   "example": _EXAMPLE}}},
                         **{k: v for k, v in api_docs.DIFF_RESPONSES.items()
-                           if k in (400, 413, 415, 422, 503, 504)}})
+                           if k in (400, 401, 413, 415, 422, 503, 504)}})
 async def detect(request: Request) -> JSONResponse:
     """The frame (``image``) against the ``reference``, under the pipeline."""
     from .app import _media_type, _wait_disconnect

@@ -28,6 +28,7 @@ import torch
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.responses import Response
 
 from core import Finder, PairResult, PipelineConfig, __version__
 from core.errors import DifferenceFinderError
@@ -431,7 +432,8 @@ _EXAMPLE_RESULT = {
                           "rectanglelabels": ["difference"]}}],
 }
 _OBJECT = {"type": "object", "additionalProperties": True}
-_ERRORS = {k: v for k, v in api_docs.DIFF_RESPONSES.items() if k in (400, 413, 422, 503, 504)}
+_ERRORS = {k: v for k, v in api_docs.DIFF_RESPONSES.items()
+           if k in (400, 401, 413, 422, 503, 504)}
 
 
 @router.get("/health", summary="Label Studio ML backend health",
@@ -453,7 +455,7 @@ async def health(request: Request) -> JSONResponse:
              responses={200: {"description": "The model version", "content": {
                  "application/json": {"schema": _OBJECT, "example": {
                      "model_version": "difference-finder-0.1.0-3f2a9c1d"}}}},
-                 **{k: v for k, v in _ERRORS.items() if k in (400, 422)}})
+                 **{k: v for k, v in _ERRORS.items() if k in (400, 401, 422)}})
 async def setup(request: Request) -> JSONResponse:
     """Label Studio calls this when the backend is added; a label config (``schema``)
     without a usable RectangleLabels/BrushLabels control is refused here already."""
@@ -479,9 +481,11 @@ async def setup(request: Request) -> JSONResponse:
                                   "results": [_EXAMPLE_RESULT],
                                   "model_version": _EXAMPLE_RESULT["model_version"]}}}},
                         **_ERRORS})
-async def predict(request: Request) -> JSONResponse:
+async def predict(request: Request) -> Response:
     """Pre-annotations for each task: its reference and candidate images are fetched, their
     difference computed on the worker pool, its regions returned on the candidate."""
+    from .workers import ClientDisconnected
+
     state = request.app.state.df
     s = state.settings
     with state.pool.admit():
@@ -497,10 +501,15 @@ async def predict(request: Request) -> JSONResponse:
         results = []
         for i, task in enumerate(req.tasks):
             if await request.is_disconnected():
-                from .workers import ClientDisconnected
-
                 state.metrics.rejected.labels("disconnected").inc()
                 raise ClientDisconnected()
             results.append(await _predict_task(request, state, task, i, targets, config,
                                                version))
-    return JSONResponse({"results": results, "model_version": version})
+        body = await loop.run_in_executor(state.executor, _json_bytes,
+                                          {"results": results, "model_version": version})
+    return Response(body, media_type="application/json")
+
+
+def _json_bytes(obj: Any) -> bytes:
+    """Compact JSON, built off the event loop (brush RLE lists can be long)."""
+    return json.dumps(obj, separators=(",", ":")).encode()
