@@ -523,3 +523,34 @@ def test_rle_round_trips():
         assert (rle_decode(encode_rle(arr)) == arr).all()
     mask = rng.random((37, 53)) < 0.4
     assert (rle_decode(mask_to_rle(mask)) == np.repeat(mask.ravel() * 255, 4)).all()
+
+
+# --- end to end ------------------------------------------------------------------------------
+
+
+def test_real_server_as_label_studio_configures_it(label_studio, tmp_path, photos, expected):
+    """``python -m service`` on a free port, set up with the environment names Label Studio's
+    ML backend docs use, answering /health and /predict over HTTP."""
+    import httpx
+
+    from tests.e2e.conftest import Server
+
+    label_studio.hits.clear()
+    server = Server(tmp_path, LABEL_STUDIO_URL=label_studio.base, LABEL_STUDIO_API_KEY=TOKEN,
+                    DF_ALLOW_PRIVATE_URLS="true", DF_CPU_WORKERS="1")
+    try:
+        server.wait_ready()
+        backend = server.url + "/label-studio"  # the URL given to Label Studio
+        assert httpx.get(backend + "/health", timeout=10).json()["status"] == "UP"
+        task = ls_task(reference="/data/upload/1/ref.png", candidate="/data/upload/1/cand.png")
+        r = httpx.post(backend + "/predict", json=predict_body([task]), timeout=60)
+        assert r.status_code == 200, r.text
+        items = r.json()["results"][0]["result"]
+        h, w = photos["cand"].shape[:2]
+        result, _ = expected
+        best = max(result.regions, key=lambda reg: reg.score)
+        assert items[0]["value"]["x"] == pytest.approx(100 * best.x / w)
+        assert items[0]["value"]["height"] == pytest.approx(100 * best.height / h)
+        assert {auth for _, auth in label_studio.hits} == {f"Token {TOKEN}"}
+    finally:
+        server.stop()
