@@ -9,6 +9,15 @@ faint noise, slight blur, or a mix). The ground truth is exactly the pixels the 
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":
+    # Run as a script, this folder leads sys.path and a sibling named like a standard-library
+    # module (benchmarks/http.py) would shadow it: use the repository root instead.
+    _root = Path(__file__).resolve().parent.parent
+    sys.path[:] = [str(_root)] + [p for p in sys.path[1:] if Path(p or ".").resolve() != _root]
+
 import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -304,10 +313,13 @@ def apply_nuisance(img: np.ndarray, nuisance: str, rng: np.random.Generator) -> 
 # -- the dataset ----------------------------------------------------------------------------
 
 def edit_kinds_for(index: int, channels: int, seed: int, n: int = EDITS_PER_IMAGE) -> list[str]:
-    """The edit kinds of image ``index``: a seeded choice, colour edits only on colour photos."""
-    kinds = [k for k in EDIT_KINDS if channels == 3 or k not in COLOUR_ONLY]
-    rng = np.random.default_rng([seed, index, 1])
-    return [str(k) for k in rng.choice(kinds, size=min(n, len(kinds)), replace=False)]
+    """The edit kinds of the photo at ``index`` in PHOTOS: ``n`` consecutive kinds of a seeded
+    cycle, so over the photos every kind occurs about equally; colour edits on colour photos only.
+    """
+    order = np.random.default_rng([seed, 1]).permutation(len(EDIT_KINDS))
+    kinds = [EDIT_KINDS[k] for k in order if channels == 3 or EDIT_KINDS[k] not in COLOUR_ONLY]
+    n = min(n, len(kinds))
+    return [kinds[(index * n + j) % len(kinds)] for j in range(n)]
 
 
 def make_dataset(images: tuple[str, ...] | None = None, nuisances: tuple[str, ...] = NUISANCES,
@@ -315,16 +327,21 @@ def make_dataset(images: tuple[str, ...] | None = None, nuisances: tuple[str, ..
                  ) -> Iterator[EditPair]:
     """Yield every (image, nuisance) pair; the edits of an image are the same for all nuisances.
 
-    ``n_edits`` is the number of local edits per photo (at most one of each kind).
+    ``n_edits`` is the number of local edits per photo (at most one of each kind). A photo's
+    edits and noise depend only on its name, the nuisance and ``seed``, not on which other
+    photos are asked for.
     """
-    for i, name in enumerate(images or tuple(PHOTOS)):
+    names = list(PHOTOS)
+    for name in images or tuple(PHOTOS):
+        i = names.index(name)
         ref = load_photo(name, size)
         kinds = edit_kinds_for(i, ref.shape[-1], seed, n_edits)
         edited, edits = apply_edits(ref, kinds, np.random.default_rng([seed, i, 2]))
         mask = np.zeros(ref.shape[:2], bool)
         for e in edits:
             mask |= e.mask
-        for j, nuisance in enumerate(nuisances):
+        for nuisance in nuisances:
+            j = [*NUISANCES, "none"].index(nuisance)
             cand = apply_nuisance(edited, nuisance, np.random.default_rng([seed, i, 3, j]))
             yield EditPair(name, nuisance, ref, edited, cand, mask, tuple(edits))
 

@@ -10,10 +10,17 @@ Its other imports (torch, torchvision, lpips, pytorch_msssim, numpy, Pillow) com
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
+
+if __name__ == "__main__":
+    # Run as a script, this folder leads sys.path and a sibling named like a standard-library
+    # module (benchmarks/http.py) would shadow it: use the repository root instead.
+    _root = Path(__file__).resolve().parent.parent
+    sys.path[:] = [str(_root)] + [p for p in sys.path[1:] if Path(p or ".").resolve() != _root]
+
+import os
+from collections.abc import Callable
 
 import numpy as np
 import torch

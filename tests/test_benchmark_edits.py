@@ -70,6 +70,9 @@ def test_dataset_is_deterministic():
     np.testing.assert_array_equal(a.candidate, b.candidate)
     assert [e.box for e in a.edits] == [e.box for e in b.edits]
     assert [e.box for e in a.edits] != [e.box for e in c.edits]
+    # a photo's pair does not depend on which other photos are asked for
+    d = list(make_dataset(("astronaut", "camera"), ("blur", "noise"), size=256, seed=3))[-1]
+    np.testing.assert_array_equal(a.candidate, d.candidate)
 
 
 def _ap_by_rank(scores: np.ndarray, labels: np.ndarray) -> float:
