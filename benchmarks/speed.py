@@ -37,6 +37,7 @@ from dataclasses import dataclass, field  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 Fn = Callable[[], object]
 
@@ -108,12 +109,12 @@ def raw_calls(ref: torch.Tensor, cand: torch.Tensor, ref_np: np.ndarray,
                                      use_sample_covariance=False, full=True)[1]
 
     def neg_psnr(v: torch.Tensor) -> torch.Tensor:
-        return -10 * torch.log10(1.0 / (v - ref).pow(2).mean())
+        return -10 * torch.log10(1.0 / F.mse_loss(v, ref))
 
     return {
         ("difference", "-"): ("torch `(b - a).abs()`", inference(lambda: (cand - ref).abs())),
-        ("gradient", "mse"): ("torch mse fwd+bwd",
-                              grad_of(lambda v: (v - ref).pow(2).mean(), cand)),
+        ("gradient", "mse"): ("torch `mse_loss` fwd+bwd",
+                              grad_of(lambda v: F.mse_loss(v, ref), cand)),
         ("gradient", "psnr"): ("torch -psnr fwd+bwd", grad_of(neg_psnr, cand)),
         ("gradient", "ssim"): ("pytorch_msssim.ssim fwd+bwd", grad_of(
             lambda v: 1 - ssim(ref, v, data_range=1.0, size_average=False), cand)),
@@ -243,6 +244,14 @@ LPIPS uses stand-in backbone weights (same shapes as the ImageNet files, so the 
 time). The seed has no map strategy. core − raw is in ms; seed/core uses core `compute`."""
 
 
+def wait_for_quiet(max_load: float, patience_s: float = 600) -> None:
+    """Shared machines: timings of multi-threaded torch suffer most from other load."""
+    deadline = time.monotonic() + patience_s
+    while (load := os.getloadavg()[0]) >= max_load and time.monotonic() < deadline:
+        print(f"  load average {load:.2f} >= {max_load}: waiting", file=sys.stderr)
+        time.sleep(30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15, help="timed rounds per row (max)")
@@ -251,7 +260,11 @@ def main() -> None:
                         help="seconds of timed rounds per row before repeats are cut (min 3)")
     parser.add_argument("--only", default="", help="comma-separated case filter, e.g. ssim,lpips")
     parser.add_argument("--no-seed", action="store_true", help="skip the seed package")
+    parser.add_argument("--max-load", type=float, default=None,
+                        help="first wait (up to 10 min) for the 1-min load average to fall below")
     args = parser.parse_args()
+    if args.max_load is not None:
+        wait_for_quiet(args.max_load)
 
     home = Path(tempfile.mkdtemp(prefix="speed_torch_home_"))
     os.environ["TORCH_HOME"] = str(home)
