@@ -31,8 +31,8 @@ def difference(
 
     The metric is not used to build the map.
     """
-    d = cand - ref
-    return (d.abs() if absolute else d), None
+    d = cand - ref  # a new tensor (and no autograd here): abs_ may work in place
+    return (d.abs_() if absolute else d), None
 
 
 @STRATEGIES.register("gradient", uses_metric=True, needs_grad=True)
@@ -47,7 +47,9 @@ def gradient(
     the pixel count makes values independent of image size. Samples are
     independent: the summed distance's gradient is each sample's own.
     """
-    var = cand.detach().clone().requires_grad_(True)
+    # A detached alias, not a copy: the caller's tensor keeps requires_grad=False,
+    # and autograd refuses in-place changes to a leaf that requires grad.
+    var = cand.detach().requires_grad_(True)
     with torch.enable_grad():
         out = metric(ref.detach(), var, False)
         (grad,) = torch.autograd.grad(out.distance.sum(), var)
