@@ -73,7 +73,7 @@ def grad_of(distance: Callable[[torch.Tensor], torch.Tensor], cand: torch.Tensor
     """Forward + backward of ``distance(candidate)`` w.r.t. the candidate."""
 
     def call() -> torch.Tensor:
-        var = cand.clone().requires_grad_(True)
+        var = cand.detach().requires_grad_(True)  # an alias, no copy: the leanest caller
         (g,) = torch.autograd.grad(distance(var).sum(), var)
         return g
 
@@ -160,8 +160,9 @@ def seed_calls(ref: torch.Tensor, cand: torch.Tensor) -> dict[tuple[str, str], t
         if strategy == "map":
             continue  # the seed has no map strategy
         s, m, note = names.get((strategy, metric), (strategy, metric, ""))
-        run = seed_finder(strategy=s, metric=m)  # clones inputs: the seed mutates them
-        calls[(strategy, metric)] = (note, lambda run=run: run(ref, cand))
+        run = seed_finder(strategy=s, metric=m, copy_inputs=False)  # the bare call
+        # The seed sets requires_grad on the tensors it is given: each row gets its own.
+        calls[(strategy, metric)] = (note, lambda run=run, a=ref.clone(), b=cand.clone(): run(a, b))
     return calls
 
 
