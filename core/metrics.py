@@ -78,6 +78,12 @@ def gaussian_window(size: int, sigma: float, device: torch.device) -> torch.Tens
     return g / g.sum()
 
 
+def _conv_layout(t: torch.Tensor) -> torch.Tensor:
+    """Channels-last on the CPU, where the Gaussian (depthwise) convolutions run
+    1.4-2.3x faster that way (speed benchmark); same values."""
+    return t.contiguous(memory_format=torch.channels_last) if t.device.type == "cpu" else t
+
+
 def _symmetric_pad(x: torch.Tensor, r: int) -> torch.Tensor:
     """Pad H and W by ``r`` with edge-repeating reflection (scipy's 'reflect')."""
     x = torch.cat([x[..., :r, :].flip(-2), x, x[..., -r:, :].flip(-2)], dim=-2)
@@ -115,6 +121,7 @@ def ssim_components(
     stack = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # one grouped conv for all five
     if full:
         stack = _symmetric_pad(stack, win_size // 2)
+    stack = _conv_layout(stack)
     groups = stack.shape[1]
     stack = F.conv2d(stack, g.view(1, 1, 1, -1).expand(groups, 1, 1, win_size), groups=groups)
     stack = F.conv2d(stack, g.view(1, 1, -1, 1).expand(groups, 1, win_size, 1), groups=groups)
@@ -173,6 +180,7 @@ def ms_ssim(
             f"MS-SSIM with win_size {win_size} needs both sides larger than {need} pixels "
             f"(4 halvings); got {w}x{h}: {hint}"
         )
+    x, y = _conv_layout(x), _conv_layout(y)
     score = _ms_ssim(x, y, data_range=data_range, size_average=False, win_size=win_size,
                      win_sigma=sigma, weights=list(_MS_WEIGHTS), K=(k1, k2))
     return MetricOutput(score, 1 - score)
