@@ -219,7 +219,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                       request_timeout=settings.request_timeout,
                       cpu_threads=settings.cpu_threads(cpu_workers), warmup=warmup)
     executor = ThreadPoolExecutor(settings.io_pool_size, thread_name_prefix="df-io")
-    fetcher = Fetcher(UrlPolicy(allow_private=settings.allow_private_urls),
+    fetcher = Fetcher(UrlPolicy(allow_private=settings.allow_private_urls,
+                                allowlist=tuple(settings.url_allowlist)),
                       max_bytes=settings.max_upload_bytes, timeout=settings.url_timeout,
                       connect_timeout=settings.url_connect_timeout,
                       max_redirects=settings.url_max_redirects)

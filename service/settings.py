@@ -1,7 +1,8 @@
 """Service settings, read from ``DF_*`` environment variables (pydantic-settings).
 
-Lists (``DF_DEVICES``, ``DF_PRELOAD``, ``DF_CORS_ORIGINS``, ``DF_API_KEYS``) are
-comma-separated, or a JSON array. The README's settings table mirrors this class.
+Lists (``DF_DEVICES``, ``DF_PRELOAD``, ``DF_CORS_ORIGINS``, ``DF_API_KEYS``,
+``DF_URL_ALLOWLIST``) are comma-separated, or a JSON array. The README's settings table
+mirrors this class.
 """
 
 from __future__ import annotations
@@ -82,6 +83,10 @@ class Settings(BaseSettings):
     allow_private_urls: bool = Field(
         False, description="let image URLs point at loopback/private/link-local addresses "
         "(for lab networks; off by default)")
+    url_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="hosts, host:port pairs or http(s) URL prefixes "
+        "that image URLs may point at even when they resolve to loopback/private addresses "
+        "(e.g. 'nas.lab,10.0.0.5:8080,http://files.lab/images/'); empty by default")
     url_timeout: Annotated[float, Field(gt=0, le=600)] = Field(
         20.0, description="total seconds allowed for downloading one image URL")
     url_connect_timeout: Annotated[float, Field(gt=0, le=600)] = Field(
@@ -114,7 +119,8 @@ class Settings(BaseSettings):
     shutdown_timeout: Annotated[float, Field(ge=0, le=3600)] = Field(
         30.0, description="on SIGTERM, seconds in-flight requests get to finish")
 
-    @field_validator("devices", "preload", "cors_origins", "api_keys", mode="before")
+    @field_validator("devices", "preload", "cors_origins", "api_keys", "url_allowlist",
+                     mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split(value)
@@ -137,6 +143,14 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown LPIPS net(s) {unknown}; valid: {', '.join(BACKBONES)}")
         return list(dict.fromkeys(value))
+
+    @field_validator("url_allowlist")
+    @classmethod
+    def _allowlist(cls, value: list[str]) -> list[str]:
+        from .fetch import UrlPolicy
+
+        UrlPolicy(allowlist=tuple(value))  # raises ValueError naming a malformed entry
+        return value
 
     @field_validator("label_studio_url")
     @classmethod
