@@ -117,3 +117,10 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+def raw_finder(**kwargs):
+    """A Finder without the default smoothing: for tests of raw strategy/metric output."""
+    from core import Finder
+
+    return Finder(**{"post_processor": "identity", **kwargs})

@@ -32,7 +32,7 @@ def test_parse_step_forms() -> None:
 def test_diff_writes_heatmap_and_json(pair, tmp_path: Path, capsys) -> None:
     out = tmp_path / "map.png"
     rc = main(["diff", str(pair[0]), str(pair[1]), "-o", str(out), "--json",
-               "--strategy", "difference", "--colorbar", "--regions", "3"])
+               "--strategy", "difference", "--post", "identity", "--colorbar", "--regions", "3"])
     assert rc == 0
     data = json.loads(capsys.readouterr().out)
     assert data["shape"] == [256, 256]

@@ -101,7 +101,7 @@ def test_analyze_gives_full_results(chelsea_pair) -> None:
 
 def test_compute_on_tensors(batch) -> None:
     ref, cand = (t.permute(0, 3, 1, 2).float() / 255 for t in batch)
-    finder = Finder(strategy="map", metric="mse")
+    finder = Finder(strategy="map", metric="mse", post_processor="identity")
     maps, scores = finder.compute(ref, cand, with_score=True)
     assert maps.shape == (3, 128, 160) and scores.shape == (3,)
     torch.testing.assert_close(maps, ((cand - ref) ** 2).mean(1))
@@ -111,9 +111,10 @@ def test_compute_on_tensors(batch) -> None:
 
 
 def test_reduction_none_keeps_channels(chelsea_pair) -> None:
-    out = Finder(strategy="difference", reduction="none").run(*chelsea_pair)
+    raw = {"strategy": "difference", "post_processor": "identity"}
+    out = Finder(reduction="none", **raw).run(*chelsea_pair)
     assert out.shape == (3, 300, 451)
-    mx = Finder(strategy="difference", reduction="max").run(*chelsea_pair)
+    mx = Finder(reduction="max", **raw).run(*chelsea_pair)
     np.testing.assert_allclose(mx, out.max(axis=0))
 
 
@@ -176,12 +177,7 @@ def _noise(img: np.ndarray, sigma: float) -> np.ndarray:
 NUISANCES = {
     "jpeg q75": lambda im: _jpeg(im, 75),
     "slight blur": lambda im: np.asarray(Image.fromarray(im).filter(ImageFilter.GaussianBlur(0.6))),
-    "faint noise": pytest.param(
-        lambda im: _noise(im, 3.0),
-        marks=pytest.mark.xfail(strict=True, reason=(
-            "default (1 - SSIM map) ranks faint noise in flat dark areas above the edits; "
-            "the default is still being chosen by benchmark (issue 2)")),
-    ),
+    "faint noise": lambda im: _noise(im, 3.0),
 }
 
 

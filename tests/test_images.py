@@ -18,13 +18,13 @@ from core import (
     ShapeMismatchError,
 )
 from core.images import Limits, align_pair, decode_image, image_size, load_image, to_tensor
-from tests.conftest import distort
+from tests.conftest import distort, raw_finder
 
 
 @pytest.fixture(scope="module")
 def finder() -> Finder:
     # A pipeline whose map depends on every pixel and every channel of both inputs.
-    return Finder(strategy="map", metric="ssim", reduction="none")
+    return raw_finder(strategy="map", metric="ssim", reduction="none")
 
 
 def save(arr: np.ndarray, path: Path, **kw) -> Path:
@@ -106,7 +106,7 @@ def test_uint16_is_scaled_by_its_range(finder, camera, tmp_path) -> None:
 
 
 def test_float_inputs_are_taken_as_given(camera) -> None:
-    d = Finder(strategy="difference")
+    d = raw_finder(strategy="difference")
     a = np.zeros((8, 8), np.float32)
     b = np.full((8, 8), 3.5, np.float32)
     assert np.allclose(d.run(a, b), 3.5)  # not clipped or rescaled
@@ -131,7 +131,7 @@ def test_grayscale_against_rgb(finder, camera, tmp_path) -> None:
 
 
 def test_rgba_is_composited_over_black(chelsea_pair, tmp_path) -> None:
-    finder = Finder(strategy={"name": "difference", "absolute": False}, reduction="none")
+    finder = raw_finder(strategy={"name": "difference", "absolute": False}, reduction="none")
     ref, cand = chelsea_pair
     h, w = ref.shape[:2]
     alpha = np.tile(np.linspace(0, 255, w).round().astype(np.uint8), (h, 1))
@@ -147,11 +147,11 @@ def test_rgba_is_composited_over_black(chelsea_pair, tmp_path) -> None:
     np.testing.assert_allclose(finder.run(rgba_ref, rgba_cand), expected, atol=1e-6)
     # A change of transparency alone shows up as a difference.
     opaque = np.dstack([ref, np.full((h, w), 255, np.uint8)])
-    diff = Finder(strategy="difference").run(opaque, rgba_ref)
+    diff = raw_finder(strategy="difference").run(opaque, rgba_ref)
     assert diff[:, : w // 10].mean() > diff[:, -w // 10 :].mean() > 0
     # Gray + alpha (PIL mode LA) is composited the same way.
     la = np.dstack([ref[..., 0], alpha])
-    got = Finder(strategy="difference").run(Image.fromarray(la, mode="LA"), np.zeros((h, w)))
+    got = raw_finder(strategy="difference").run(Image.fromarray(la, mode="LA"), np.zeros((h, w)))
     np.testing.assert_allclose(got, ref[..., 0] / 255 * alpha / 255, atol=1e-6)
 
 
@@ -173,7 +173,7 @@ def test_directories_are_paired_by_name(tmp_path, camera, chelsea) -> None:
         save(img, a / f"{name}.png")
         save(distort(img, seed=11), b / f"{name}.bmp")  # other extension, same stem
     (a / "notes.txt").write_text("not an image")
-    finder = Finder(strategy="map", metric="ssim")
+    finder = raw_finder(strategy="map", metric="ssim")
     maps, scores = finder.run(a, b, return_metric=True)
     assert isinstance(maps, list) and len(maps) == 3 == len(scores)
     for got, score, name in zip(maps, scores, ["b", "m", "z"], strict=True):  # name order
@@ -192,20 +192,20 @@ def test_unmatched_directory_files_are_named(tmp_path, camera) -> None:
     save(camera[:32, :32], b / "one.png")
     save(camera[:32, :32], b / "four.jpg")
     with pytest.raises(PairingError) as info:
-        Finder(strategy="difference").run(a, b)
+        raw_finder(strategy="difference").run(a, b)
     msg = str(info.value)
     assert "two.png" in msg and "three.png" in msg and "four.jpg" in msg
     assert "one.png" not in msg
     assert sorted(info.value.extra["unmatched"]) == ["four.jpg", "three.png", "two.png"]
     save(camera[:32, :32], a / "one.jpg")  # same stem twice in one directory
     with pytest.raises(PairingError, match="one"):
-        Finder(strategy="difference").run(a, b)
+        raw_finder(strategy="difference").run(a, b)
     empty1, empty2 = tmp_path / "e1", tmp_path / "e2"
     empty1.mkdir(), empty2.mkdir()
     with pytest.raises(PairingError, match="no images"):
-        Finder(strategy="difference").run(empty1, empty2)
+        raw_finder(strategy="difference").run(empty1, empty2)
     with pytest.raises(InputError, match="directory"):
-        Finder(strategy="difference").run(a, camera)
+        raw_finder(strategy="difference").run(a, camera)
 
 
 def test_decode_errors_are_typed_and_named(tmp_path, camera) -> None:
@@ -233,7 +233,7 @@ def test_decode_errors_are_typed_and_named(tmp_path, camera) -> None:
         load_image(tmp_path / "missing.png")
     (tmp_path / "fake.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(ImageDecodeError, match=r"fake\.png"):
-        Finder(strategy="difference").run(tmp_path / "fake.png", camera)
+        raw_finder(strategy="difference").run(tmp_path / "fake.png", camera)
 
 
 def test_limits_are_checked_before_decoding(camera) -> None:
@@ -314,8 +314,8 @@ def test_align_pair_policies() -> None:
 
 def test_size_policy_through_finder(camera) -> None:
     with pytest.raises(ShapeMismatchError, match="size_policy"):
-        Finder(strategy="difference").run(camera, camera[:500, :400])
-    assert Finder(strategy="difference", size_policy="crop").run(
+        raw_finder(strategy="difference").run(camera, camera[:500, :400])
+    assert raw_finder(strategy="difference", size_policy="crop").run(
         camera, camera[:500, :400]).shape == (500, 400)
-    resized = Finder(strategy="difference", size_policy="resize").run(camera, camera[::2, ::2])
+    resized = raw_finder(strategy="difference", size_policy="resize").run(camera, camera[::2, ::2])
     assert resized.shape == (512, 512) and resized.mean() < 0.05

@@ -12,8 +12,8 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from core import METRICS, Finder, MetricError
-from tests.conftest import distort
+from core import METRICS, MetricError
+from tests.conftest import distort, raw_finder
 
 
 def nchw(img: np.ndarray, scale: float = 255.0) -> torch.Tensor:
@@ -37,18 +37,18 @@ def test_psnr_matches_skimage(photo: str, request: pytest.FixtureRequest) -> Non
     ref = request.getfixturevalue(photo)
     cand = distort(ref, seed=3)
     expected = peak_signal_noise_ratio(ref, cand, data_range=255)
-    _, got = Finder(strategy="difference", metric="psnr").run(ref, cand, return_metric=True)
+    _, got = raw_finder(strategy="difference", metric="psnr").run(ref, cand, return_metric=True)
     assert got == pytest.approx(expected, abs=1e-4)
 
 
 def test_psnr_data_range_for_float_inputs(astronaut_pair) -> None:
     ref, cand = (a.astype(np.float64) for a in astronaut_pair)
     expected = peak_signal_noise_ratio(ref, cand, data_range=255.0)
-    finder = Finder(strategy="difference", metric="psnr", data_range=255.0)
+    finder = raw_finder(strategy="difference", metric="psnr", data_range=255.0)
     _, got = finder.run(ref, cand, return_metric=True)
     assert got == pytest.approx(expected, abs=1e-4)
     # Same floats but the default data_range of 1.0: 20*log10(255) dB lower.
-    _, unit = Finder(strategy="difference", metric="psnr").run(ref, cand, return_metric=True)
+    _, unit = raw_finder(strategy="difference", metric="psnr").run(ref, cand, return_metric=True)
     assert unit == pytest.approx(expected - 20 * np.log10(255.0), abs=1e-4)
 
 
@@ -85,8 +85,8 @@ def test_ssim_map_and_mean_match_skimage(astronaut_pair, win_size: int, sigma: f
     # scikit-image's Gaussian window has radius int(3.5 * sigma + 0.5): 11, 9, 7 taps here.
     ref, cand = astronaut_pair
     mean, smap = _skimage_ssim(ref / 255.0, cand / 255.0, 1.0, sigma)
-    finder = Finder(strategy="map", metric={"name": "ssim", "win_size": win_size, "sigma": sigma},
-                    reduction="none")
+    finder = raw_finder(strategy="map", reduction="none",
+                        metric={"name": "ssim", "win_size": win_size, "sigma": sigma})
     got, score = finder.run(ref, cand, return_metric=True)
     expected = 1.0 - smap.transpose(2, 0, 1)  # core's map is 1 - local SSIM, channel-first
     assert got.shape == expected.shape == (3, 512, 512)
@@ -103,7 +103,7 @@ def test_ssim_grayscale_and_data_range_match_skimage(camera) -> None:
     ref = camera.astype(np.float64)
     cand = distort(camera, seed=4).astype(np.float64)
     mean, smap = _skimage_ssim(ref, cand, 255.0)
-    finder = Finder(strategy="map", metric="ssim", data_range=255.0)
+    finder = raw_finder(strategy="map", metric="ssim", data_range=255.0)
     got, score = finder.run(ref, cand, return_metric=True)
     assert got.shape == camera.shape
     np.testing.assert_allclose(got, 1.0 - smap, atol=5e-4)
@@ -140,16 +140,16 @@ def test_ms_ssim_matches_pytorch_msssim(photo: str, win_size: int, request) -> N
                            win_size=win_size)
     got = metric("ms-ssim", x, y, win_size=win_size).score
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
-    _, via_finder = Finder(strategy="gradient", metric={"name": "ms-ssim", "win_size": win_size}
+    _, via_finder = raw_finder(strategy="gradient", metric={"name": "ms-ssim", "win_size": win_size}
                            ).run(x, y, return_metric=True)
     assert via_finder == pytest.approx(expected.item(), abs=1e-5)
 
 
 def test_ms_ssim_takes_data_range(chelsea_pair) -> None:
     ref, cand = chelsea_pair
-    finder = Finder(strategy="difference", metric={"name": "ms-ssim", "win_size": 7})
+    finder = raw_finder(strategy="difference", metric={"name": "ms-ssim", "win_size": 7})
     _, from_uint8 = finder.run(ref, cand, return_metric=True)
-    floats = Finder(strategy="difference", metric={"name": "ms-ssim", "win_size": 7},
+    floats = raw_finder(strategy="difference", metric={"name": "ms-ssim", "win_size": 7},
                     data_range=255.0)
     _, from_floats = floats.run(ref.astype(np.float32), cand.astype(np.float32),
                                 return_metric=True)
@@ -180,7 +180,7 @@ def test_ms_ssim_too_small_is_a_clear_metric_error(side: int) -> None:
 def test_ms_ssim_too_small_through_finder_is_not_an_assertion(camera) -> None:
     small = camera[:100, :100]
     for strategy in ("gradient", "difference"):
-        finder = Finder(strategy=strategy, metric="ms-ssim")
+        finder = raw_finder(strategy=strategy, metric="ms-ssim")
         with pytest.raises(MetricError, match="MS-SSIM"):
             finder.run(small, small[::-1].copy(), return_metric=True)
 
@@ -218,7 +218,7 @@ def test_lpips_score_and_map_match_lpips_package(reference_lpips, chelsea_pair, 
     model = reference_lpips(net)
     expected_map = lpips_reference(model, x, y, spatial=True)[0, 0].numpy()
     expected_score = lpips_reference(model, x, y, spatial=False).item()
-    finder = Finder(strategy="map", metric={"name": "lpips", "net": net})
+    finder = raw_finder(strategy="map", metric={"name": "lpips", "net": net})
     got, score = finder.run(ref, cand, return_metric=True)
     assert got.shape == ref.shape[:2]
     np.testing.assert_allclose(got, expected_map, rtol=1e-4, atol=1e-6)
@@ -230,9 +230,9 @@ def test_lpips_scales_inputs_by_data_range_and_expands_gray(reference_lpips, cam
     ref, cand = camera[:128, :160], distort(camera, seed=5)[:128, :160]
     x, y = nchw(ref).expand(-1, 3, -1, -1), nchw(cand).expand(-1, 3, -1, -1)
     expected = lpips_reference(reference_lpips("alex"), x, y, spatial=False).item()
-    finder = Finder(strategy="difference", metric="lpips")
+    finder = raw_finder(strategy="difference", metric="lpips")
     assert finder.run(ref, cand, return_metric=True)[1] == pytest.approx(expected, rel=1e-4)
-    floats = Finder(strategy="difference", metric="lpips", data_range=255.0)
+    floats = raw_finder(strategy="difference", metric="lpips", data_range=255.0)
     got = floats.run(ref.astype(np.float32), cand.astype(np.float32), return_metric=True)[1]
     assert got == pytest.approx(expected, rel=1e-4)
 

@@ -9,9 +9,9 @@ from pydantic import ValidationError
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from core import POST_PROCESSORS, Finder, PipelineConfig
+from core import POST_PROCESSORS, PipelineConfig
 from core.postprocess import otsu_threshold
-from tests.conftest import distort
+from tests.conftest import distort, raw_finder
 
 
 def post(name: str, m: torch.Tensor, **params) -> torch.Tensor:
@@ -21,7 +21,7 @@ def post(name: str, m: torch.Tensor, **params) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def ssim_maps(astronaut_pair, chelsea_pair) -> torch.Tensor:
     """Two real (1 - SSIM) maps of 256x300, as a batch (2, H, W)."""
-    finder = Finder(strategy="map", metric="ssim")
+    finder = raw_finder(strategy="map", metric="ssim")
     a = finder.run(*(x[:256, :300] for x in astronaut_pair))
     b = finder.run(*(x[:256, :300] for x in chelsea_pair))
     return torch.from_numpy(np.stack([a, b]))
@@ -134,17 +134,17 @@ def test_post_processors_act_per_sample(ssim_maps) -> None:
 
 def test_chain_applies_in_order(camera) -> None:
     ref, cand = camera[:200, :200], distort(camera, seed=7)[:200, :200]
-    base = Finder(strategy="map", metric="ssim").run(ref, cand)
+    base = raw_finder(strategy="map", metric="ssim").run(ref, cand)
     chain = [{"name": "clip", "high": 98.0}, {"name": "smooth", "sigma": 1.5}, "normalize",
              {"name": "threshold", "method": "value", "value": 0.5}]
-    got = Finder(strategy="map", metric="ssim", post_processor=chain).run(ref, cand)
+    got = raw_finder(strategy="map", metric="ssim", post_processor=chain).run(ref, cand)
     m = torch.from_numpy(base)[None]
     m = post("clip", m, high=98.0)
     m = post("smooth", m, sigma=1.5)
     m = post("normalize", m)
     m = post("threshold", m, method="value", value=0.5)
     np.testing.assert_allclose(got, m[0].numpy(), atol=1e-6)
-    reordered = Finder(strategy="map", metric="ssim", post_processor=chain[::-1]).run(ref, cand)
+    reordered = raw_finder(strategy="map", metric="ssim", post_processor=chain[::-1]).run(ref, cand)
     assert not np.allclose(got, reordered)
 
 

@@ -8,7 +8,7 @@ import torch
 from pydantic import ValidationError
 
 from core import METRICS, Finder, PipelineConfig
-from tests.conftest import distort
+from tests.conftest import distort, raw_finder
 
 
 def nchw(img: np.ndarray) -> torch.Tensor:
@@ -28,15 +28,15 @@ def pair(chelsea_pair) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def signed_gradient(metric: str | dict) -> Finder:
-    return Finder(strategy={"name": "gradient", "magnitude": False}, metric=metric,
+    return raw_finder(strategy={"name": "gradient", "magnitude": False}, metric=metric,
                   reduction="none", device="cpu")
 
 
 def test_difference_absolute_and_signed(pair) -> None:
     ref, cand = pair
-    absolute = Finder(strategy="difference", reduction="none").compute(ref, cand)[0]
+    absolute = raw_finder(strategy="difference", reduction="none").compute(ref, cand)[0]
     torch.testing.assert_close(absolute, (cand - ref).abs())
-    signed = Finder(strategy={"name": "difference", "absolute": False},
+    signed = raw_finder(strategy={"name": "difference", "absolute": False},
                     reduction="none").compute(ref, cand)[0]
     torch.testing.assert_close(signed, cand - ref)  # positive where the candidate is brighter
 
@@ -73,16 +73,18 @@ def test_gradient_sign_convention_and_magnitude(pair) -> None:
     ref, cand = pair
     signed = signed_gradient("mse").compute(ref, cand)[0]
     torch.testing.assert_close(signed, 2 * (cand - ref) / ref.shape[1], atol=1e-6, rtol=1e-5)
-    magnitude = Finder(strategy="gradient", metric="mse", reduction="none").compute(ref, cand)[0]
+    magnitude = raw_finder(strategy="gradient", metric="mse", reduction="none").compute(
+        ref, cand)[0]
     torch.testing.assert_close(magnitude, signed.abs())
-    assert Finder(strategy="gradient").config.strategy == {"name": "gradient", "magnitude": True}
+    strategy = raw_finder(strategy="gradient").config.strategy
+    assert strategy == {"name": "gradient", "magnitude": True}
 
 
 def test_gradient_does_not_depend_on_image_size(camera) -> None:
     """Scaling by H*W: the same local change gives the same values on a crop and the whole."""
     cand = camera.copy()
     cand[200:220, 200:230] = 255 - cand[200:220, 200:230]
-    finder = Finder(strategy="gradient", metric="mse")
+    finder = raw_finder(strategy="gradient", metric="mse")
     whole = finder.run(camera, cand)
     crop = finder.run(camera[150:300, 150:300], cand[150:300, 150:300])
     np.testing.assert_allclose(crop, whole[150:300, 150:300], atol=1e-5)
@@ -92,9 +94,9 @@ def test_gradient_finds_the_edit(astronaut) -> None:
     cand = astronaut.copy()
     cand[300:330, 100:130] = np.clip(cand[300:330, 100:130].astype(int) + 60, 0, 255)
     for metric in ("psnr", "ssim"):
-        m = Finder(strategy="gradient", metric=metric).run(astronaut, cand)
+        m = raw_finder(strategy="gradient", metric=metric).run(astronaut, cand)
         assert m[300:330, 100:130].mean() > 10 * max(m[:280].mean(), 1e-12), metric
-    psnr = Finder(strategy="gradient", metric="psnr").run(astronaut, cand)
+    psnr = raw_finder(strategy="gradient", metric="psnr").run(astronaut, cand)
     assert psnr[:280].max() == 0  # PSNR's gradient is local: zero wherever pixels agree
 
 
@@ -102,7 +104,7 @@ def test_map_strategy_is_the_metrics_own_map(pair) -> None:
     ref, cand = pair
     for name in ("mse", "ssim"):
         expected = METRICS.get(name).func(ref, cand, 1.0, True).map
-        got = Finder(strategy="map", metric=name, reduction="none").compute(ref, cand)[0]
+        got = raw_finder(strategy="map", metric=name, reduction="none").compute(ref, cand)[0]
         torch.testing.assert_close(got, expected)
     with pytest.raises(ValidationError, match="spatial map") as info:
         PipelineConfig(strategy="map", metric="ms-ssim")
@@ -115,7 +117,7 @@ def test_channel_reduction(pair, reduction) -> None:
     ref, cand = pair
     per_channel = (cand - ref).abs()
     expected = {"mean": per_channel.mean(1), "max": per_channel.amax(1), "none": per_channel}
-    got = Finder(strategy="difference", reduction=reduction).compute(ref, cand)[0]
+    got = raw_finder(strategy="difference", reduction=reduction).compute(ref, cand)[0]
     torch.testing.assert_close(got, expected[reduction])
 
 
@@ -127,7 +129,7 @@ def test_callers_tensors_are_never_modified(lpips_home, pair, strategy, metric) 
     ref, cand = pair[0].clone(), pair[1].clone()
     before = (ref.clone(), cand.clone(), ref._version, cand._version)
     for pre in ("identity", "normalize", "highpass_filter"):
-        Finder(strategy=strategy, metric=metric, pre_processor=pre).run(ref, cand,
+        raw_finder(strategy=strategy, metric=metric, pre_processor=pre).run(ref, cand,
                                                                          return_metric=True)
     assert torch.equal(ref, before[0]) and torch.equal(cand, before[1])
     assert (ref._version, cand._version) == before[2:]
@@ -154,7 +156,7 @@ def test_inputs_that_require_grad_or_come_from_inference_mode(pair) -> None:
 def test_a_pairs_result_never_depends_on_its_batch(lpips_home, pair, strategy, metric) -> None:
     ref, cand = pair
     for pre in ("normalize", "highpass_filter"):
-        finder = Finder(strategy=strategy, metric=metric, pre_processor=pre,
+        finder = raw_finder(strategy=strategy, metric=metric, pre_processor=pre,
                         post_processor=["normalize", {"name": "clip", "high": 98}])
         maps, scores = finder.compute(ref, cand, with_score=True)
         for i in range(2):
@@ -166,12 +168,12 @@ def test_a_pairs_result_never_depends_on_its_batch(lpips_home, pair, strategy, m
 def test_identical_images_give_finite_zero_maps(camera) -> None:
     img = camera[:64, :64]
     for metric in ("mse", "psnr", "ssim"):
-        m, _ = Finder(strategy="gradient", metric=metric).run(img, img.copy(),
+        m, _ = raw_finder(strategy="gradient", metric=metric).run(img, img.copy(),
                                                                   return_metric=True)
         # Zero up to float32 rounding (times H*W): far below any real difference's values.
         assert np.isfinite(m).all() and np.abs(m).max() < 1e-3, metric
-    assert Finder(strategy="gradient", metric="psnr").run(img, img, return_metric=True)[1] == (
+    assert raw_finder(strategy="gradient", metric="psnr").run(img, img, return_metric=True)[1] == (
         float("inf"))
     other = distort(img, seed=12)
     for metric in ("psnr", "ssim"):
-        assert np.abs(Finder(strategy="gradient", metric=metric).run(img, other)).max() > 0.1
+        assert np.abs(raw_finder(strategy="gradient", metric=metric).run(img, other)).max() > 0.1
