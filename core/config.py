@@ -13,6 +13,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -59,6 +60,10 @@ def _at(index: int, errors: list[Any]) -> ValidationError:
     ])
 
 
+_REGISTRIES: dict[str, Registry] = {
+    "pre_processor": PRE_PROCESSORS, "strategy": STRATEGIES, "metric": METRICS}
+
+
 class PipelineConfig(BaseModel):
     """A whole difference-finding pipeline.
 
@@ -86,20 +91,10 @@ class PipelineConfig(BaseModel):
     render: RenderConfig = Field(default_factory=RenderConfig,
                                  description="how PNG heatmaps of the map are drawn")
 
-    @field_validator("pre_processor", mode="before")
+    @field_validator("pre_processor", "strategy", "metric", mode="before")
     @classmethod
-    def _pre(cls, v: Any) -> dict[str, Any]:
-        return _resolve(PRE_PROCESSORS, v)
-
-    @field_validator("strategy", mode="before")
-    @classmethod
-    def _strategy(cls, v: Any) -> dict[str, Any]:
-        return _resolve(STRATEGIES, v)
-
-    @field_validator("metric", mode="before")
-    @classmethod
-    def _metric(cls, v: Any) -> dict[str, Any]:
-        return _resolve(METRICS, v)
+    def _step(cls, v: Any, info: ValidationInfo) -> dict[str, Any]:
+        return _resolve(_REGISTRIES[info.field_name], v)
 
     @field_validator("post_processor", mode="before")
     @classmethod
