@@ -22,6 +22,7 @@ from core import (
     PipelineConfig,
 )
 from core.registry import Registry
+from tests.conftest import raw_finder
 
 
 def errors(**fields) -> list[dict]:
@@ -194,13 +195,13 @@ def custom_steps() -> Iterator[None]:
 def test_a_registered_metric_works_end_to_end(custom_steps, chelsea_pair) -> None:
     ref, cand = chelsea_pair
     r, c = ref / 255.0, cand / 255.0
-    finder = Finder(strategy="map", metric={"name": "test-l1", "power": 2.0})
+    finder = raw_finder(strategy="map", metric={"name": "test-l1", "power": 2.0})
     m, score = finder.run(ref, cand, return_metric=True)
     np.testing.assert_allclose(m, ((c - r) ** 2).mean(axis=2), atol=1e-6)
     assert score == pytest.approx(((c - r) ** 2).mean(), rel=1e-5)
     # The gradient strategy differentiates it like any built-in metric.
-    grad = Finder(strategy={"name": "gradient", "magnitude": False},
-                  metric={"name": "test-l1", "power": 2.0}).run(ref, cand)
+    grad = raw_finder(strategy={"name": "gradient", "magnitude": False},
+                      metric={"name": "test-l1", "power": 2.0}).run(ref, cand)
     np.testing.assert_allclose(grad, (2 * (c - r) / 3).mean(axis=2), atol=1e-5)
     # Validated and described like the built-ins.
     (err,) = errors(metric={"name": "test-l1", "power": "high"})
