@@ -245,7 +245,7 @@ async def _read_multipart(request: Request, state: Any) -> _Job:
 def _parse_json(body: bytes) -> CompareRequest:
     try:
         raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ServiceError(400, "malformed-json", f"the body is not valid JSON ({exc})",
                            title="Malformed JSON") from None
     try:

@@ -189,7 +189,7 @@ def handler(context: Any, event: Any) -> Any:
         if isinstance(raw, (bytes, bytearray, str)):
             try:
                 raw = json.loads(raw)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise ServiceError(400, "malformed-json", f"the body is not valid JSON "
                                    f"({exc})", title="Malformed JSON") from None
         if not isinstance(raw, dict):

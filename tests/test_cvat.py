@@ -242,6 +242,7 @@ def test_nuclio_handler_problems(monkeypatch, pair):
     for body, status, code in [
         ({"image": b64(pair[1])}, 422, "validation-error"),  # no reference anywhere
         (b"{oops", 400, "malformed-json"),
+        (b'{"image": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, "malformed-json"),
         ({"image": "%%%", "reference": b64(pair[0])}, 422, "validation-error"),
         ({"image": b64(pair[1][:50]), "reference": b64(pair[0])}, 422, "shape-mismatch"),
     ]:
