@@ -51,11 +51,14 @@ def spots(ref: np.ndarray):
 
 @pytest.fixture(scope="module")
 def noisy(ref: np.ndarray):
+    """A noisy baseline, ours with a third of its noise, and ours with two brightened
+    squares: two spots stronger than the noise, so two insets whatever the pipeline."""
     rng = np.random.default_rng(11)
     noise = rng.normal(0, 15, ref.shape)
     base = np.clip(ref + noise, 0, 255).astype(np.uint8)
     ours = np.clip(ref + noise / 3, 0, 255).astype(np.uint8)
-    return compare(ref, [base, ours, _edit(ours, 100, 100, 24, 60.0)],
+    artefacts = _edit(_edit(ours, 100, 100, 24, 60.0), 190, 60, 16, 60.0)
+    return compare(ref, [base, ours, artefacts],
                    labels=["baseline", "ours", "ours + artefact"], baseline="baseline",
                    device="cpu")
 

@@ -93,7 +93,7 @@ def test_regions_thresholds_and_connectivity() -> None:
     # 95th percentile of this map is 0.5 (A's value): A drops out, B, C, D and A's peak stay.
     assert float(np.percentile(m, 95.0)) == pytest.approx(0.5)
     assert sorted(r.area for r in pct) == [1, 12, 100, 300]
-    otsu = find_regions(m, RegionsConfig(min_area=1))
+    otsu = find_regions(m, RegionsConfig(threshold="otsu", min_area=1))
     assert {r.area for r in otsu} >= {300, 12}
     touching = np.zeros((20, 20), dtype=np.float32)
     touching[2:6, 2:6] = touching[6:10, 6:10] = 1.0  # two squares meeting at a corner
@@ -109,7 +109,9 @@ def test_regions_of_channel_signed_and_empty_maps() -> None:
     assert find_regions(stacked, cfg) == find_regions(m, cfg)
     assert find_regions(-m, cfg) == find_regions(m, cfg)  # signed maps: by magnitude
     assert find_regions(np.zeros((30, 30)), cfg) == []
-    assert find_regions(np.full((30, 30), 0.5), RegionsConfig()) == []  # Otsu on a flat map
+    flat = np.full((30, 30), 0.5)  # nothing stands out, whatever the threshold
+    assert find_regions(flat, RegionsConfig()) == []
+    assert find_regions(flat, RegionsConfig(threshold="otsu")) == []
 
 
 def test_regions_config_validation() -> None:

@@ -117,8 +117,11 @@ def test_multipart_json_response_matches_core(client, pair, pair_png):
 
 
 def test_map_and_regions_against_numpy(client, pair, pair_png):
-    """MSE map = per-pixel squared error, channel mean; the top region is the painted box."""
-    r = post_files(client, *pair_png, config={"metric": "mse"})
+    """MSE map = per-pixel squared error, channel mean; the top region is the painted box.
+    The raw map pipeline (no smoothing) with Otsu regions: exact pixels, an exact box."""
+    config = {"strategy": "map", "metric": "mse", "post_processor": "identity",
+              "regions": {"threshold": "otsu"}}
+    r = post_files(client, *pair_png, config=config)
     body = r.json()
     ref, cand = (x.astype(np.float64) / 255 for x in pair)
     expected = ((ref - cand) ** 2).mean(axis=2)
