@@ -1,7 +1,10 @@
 """Difference regions: the ranked spots of a map, as boxes with scores.
 
-A map is thresholded (Otsu by default), split into connected components
-(8-connectivity by default) and each component becomes a :class:`Region`.
+A map is thresholded (by default at its 98th percentile; Otsu or a value on
+request), split into connected components (8-connectivity by default) and each
+component becomes a :class:`Region`. A percentile threshold keeps that share of
+pixels, so an edit larger than 2% of the image is only partly boxed at the
+default: lower ``percentile`` for large or widespread differences.
 Components are labelled with a run-length union-find in numpy: linear in the
 number of pixel runs, no SciPy needed.
 """
