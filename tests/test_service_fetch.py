@@ -404,3 +404,23 @@ def test_allowlist_setting(monkeypatch):
     assert Settings().url_allowlist == ["nas.lab", "10.0.0.5:8080", "http://files.lab/img/"]
     monkeypatch.delenv("DF_URL_ALLOWLIST")
     assert Settings().url_allowlist == [] and Settings().allow_private_urls is False
+
+
+def test_allowlisted_prefix_opens_nothing_else_on_a_reused_connection(site, image_bytes):
+    """After an allowlisted fetch, the same fetcher (pooled connection to that origin)
+    still refuses a path outside the prefix, before sending anything."""
+    async def main() -> tuple[bytes, ServiceError]:
+        f = Fetcher(UrlPolicy(allowlist=(site.base + "/img.png",)), max_bytes=10**6,
+                    timeout=5.0, connect_timeout=2.0, max_redirects=3)
+        try:
+            data = await f.fetch(site.base + "/img.png", "reference")
+            with pytest.raises(ServiceError) as info:
+                await f.fetch(site.base + "/lying-png", "candidate")
+            return data, info.value
+        finally:
+            await f.aclose()
+
+    data, err = asyncio.run(main())
+    assert data == image_bytes
+    assert err.code == "url-refused" and err.extra["field"] == "candidate"
+    assert site.hits == ["/img.png"]
