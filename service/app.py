@@ -48,7 +48,13 @@ from .images import ImageLoader, too_large
 from .label_studio import router as label_studio_router
 from .metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
 from .middleware import ApiKeyMiddleware, BodyLimitMiddleware
-from .problems import ServiceError, install_handlers, problem_response, validation_error
+from .problems import (
+    ServiceError,
+    install_handlers,
+    parse_json_model,
+    problem_response,
+    validation_error,
+)
 from .problems import validation_problem as _validation_problem
 from .schemas import DiffRequest
 from .settings import Settings
@@ -86,18 +92,6 @@ def _config_from_json(text: str | bytes) -> PipelineConfig:
         return PipelineConfig.model_validate(raw)
     except ValidationError as exc:
         raise validation_error(exc, ("config",)) from None
-
-
-def _parse_json_body(body: bytes) -> DiffRequest:
-    try:
-        raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise ServiceError(400, "malformed-json", f"the body is not valid JSON ({exc})",
-                           title="Malformed JSON") from None
-    try:
-        return DiffRequest.model_validate(raw)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
 
 
 def _compute(config: PipelineConfig, ref: np.ndarray, cand: np.ndarray,
@@ -169,7 +163,7 @@ async def _prepare(request: Request, state: ServiceState
         return config, ref, cand
     body = await request.body()
     loop = asyncio.get_running_loop()
-    req = await loop.run_in_executor(state.executor, _parse_json_body, body)
+    req = await loop.run_in_executor(state.executor, parse_json_model, body, DiffRequest)
     ref, cand = await asyncio.gather(loader.load(req.reference, "reference"),
                                      loader.load(req.candidate, "candidate"))
     return req.config, ref, cand

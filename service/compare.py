@@ -31,7 +31,7 @@ from core.render import RenderConfig, colorbar, heatmap, to_png
 
 from . import openapi as api_docs
 from .encoding import JSON, map_payload, negotiate
-from .problems import ServiceError, validation_error, validation_problem
+from .problems import ServiceError, parse_json_model, validation_error, validation_problem
 from .schemas import TINY_PNG_B64, ImageInput, MapPayload, RegionOut
 
 __all__ = ["MAX_CANDIDATES", "PAGE_PATHS", "CompareRequest", "CompareResponse", "router"]
@@ -242,18 +242,6 @@ async def _read_multipart(request: Request, state: Any) -> _Job:
     return _Job(images[0], list(images[1:]), labels, baseline, config)
 
 
-def _parse_json(body: bytes) -> CompareRequest:
-    try:
-        raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise ServiceError(400, "malformed-json", f"the body is not valid JSON ({exc})",
-                           title="Malformed JSON") from None
-    try:
-        return CompareRequest.model_validate(raw)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
-
-
 async def _prepare(request: Request, state: Any) -> _Job:
     """Parse either request form and decode every image off the event loop."""
     from .app import _media_type
@@ -262,7 +250,7 @@ async def _prepare(request: Request, state: Any) -> _Job:
         return await _read_multipart(request, state)
     body = await request.body()
     loop = asyncio.get_running_loop()
-    req = await loop.run_in_executor(state.executor, _parse_json, body)
+    req = await loop.run_in_executor(state.executor, parse_json_model, body, CompareRequest)
     images = await asyncio.gather(
         state.loader.load(req.reference, "reference"),
         *(state.loader.load(c, f"candidates/{i}") for i, c in enumerate(req.candidates)))

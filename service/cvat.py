@@ -30,11 +30,12 @@ from core.errors import DifferenceFinderError
 from core.images import Limits, decode_image
 
 from . import openapi as api_docs
-from .label_studio import parse_json_model, request_schema
+from .label_studio import request_schema
 from .problems import (
     PROBLEM_MEDIA_TYPE,
     ServiceError,
     core_error,
+    parse_json_model,
     problem_response,
     validation_error,
     validation_problem,

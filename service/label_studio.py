@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from core import Finder, PairResult, PipelineConfig, __version__
@@ -35,7 +35,7 @@ from core.errors import DifferenceFinderError
 from core.regions import region_mask
 
 from . import openapi as api_docs
-from .problems import ServiceError, core_error, validation_error, validation_problem
+from .problems import ServiceError, core_error, parse_json_model, validation_problem
 
 __all__ = [
     "MAX_TASKS",
@@ -99,19 +99,6 @@ class SetupRequest(BaseModel):
 
     project: str | int | None = None
     schema_: str | None = Field(None, alias="schema", max_length=_CONFIG_LIMIT)
-
-
-def parse_json_model(body: bytes, model: type[BaseModel]) -> Any:
-    """A JSON body validated as ``model``: 400 when not JSON, 422 naming invalid fields."""
-    try:
-        raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise ServiceError(400, "malformed-json", f"the body is not valid JSON ({exc})",
-                           title="Malformed JSON") from None
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
 
 
 def request_schema(model: type[BaseModel], inline: tuple[str, ...] = ()) -> dict[str, Any]:

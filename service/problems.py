@@ -196,3 +196,16 @@ def install_handlers(app: FastAPI) -> None:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(500, "internal-error",
                                 "the server failed on this request; it has been logged")
+
+
+def parse_json_model(body: bytes, model: type[BaseModel]) -> Any:
+    """A JSON body validated as ``model``: 400 when not JSON, 422 naming invalid fields."""
+    try:
+        raw = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ServiceError(400, "malformed-json", f"the body is not valid JSON ({exc})",
+                           title="Malformed JSON") from None
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
