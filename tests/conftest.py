@@ -124,3 +124,21 @@ def raw_finder(**kwargs):
     from core import Finder
 
     return Finder(**{"post_processor": "identity", **kwargs})
+
+
+def png(a: np.ndarray) -> bytes:
+    """Encode an array as PNG bytes (what uploads carry)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def b64(data: bytes) -> str:
+    """Base64 text of bytes, as the JSON request form carries images."""
+    import base64
+
+    return base64.b64encode(data).decode()

@@ -37,6 +37,7 @@ from service.client import (
     ServiceBusyError,
     ServiceConnectionError,
 )
+from tests.conftest import png as _png
 
 PROBLEM = "application/problem+json"
 
@@ -237,12 +238,6 @@ def _images(seed: int, shape=(24, 32, 3)) -> tuple[np.ndarray, np.ndarray]:
 
 def _expected(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _abs_map(a.astype(np.float32) / 255, b.astype(np.float32) / 255)
-
-
-def _png(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 # --- results --------------------------------------------------------------------------

@@ -6,7 +6,6 @@ function (init_context/handler with a stand-in Nuclio context), and docker/funct
 from __future__ import annotations
 
 import base64
-import io
 import json
 import time
 import warnings
@@ -17,7 +16,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
 
 with warnings.catch_warnings():  # starlette's note about httpx in its TestClient
     warnings.filterwarnings("ignore", message="Using `httpx` with")
@@ -26,17 +24,12 @@ with warnings.catch_warnings():  # starlette's note about httpx in its TestClien
 from core import Finder, PipelineConfig
 from service.app import create_app
 from service.settings import Settings
+from tests.conftest import png
 
 FUNCTION_YAML = Path(__file__).resolve().parents[1] / "docker" / "function.yaml"
 # y, x, height, width of the painted block: 768 px, 1.6% of the 256x192 frame, inside the
 # share the default regions threshold (the 98th percentile of the map) can mark
 EDIT = (60, 150, 24, 32)
-
-
-def png(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def b64(a: np.ndarray) -> str:

@@ -11,7 +11,6 @@ bit string worked out by hand.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import threading
 import time
@@ -22,7 +21,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
-from PIL import Image
 
 with warnings.catch_warnings():  # starlette's note about httpx in its TestClient
     warnings.filterwarnings("ignore", message="Using `httpx` with")
@@ -40,6 +38,7 @@ from service.label_studio import (
 )
 from service.problems import ServiceError
 from service.settings import Settings
+from tests.conftest import png
 
 TOKEN = "3f1c0ffee0ddba11"
 EDIT = (40, 120, 24, 40)  # y, x, height, width of the edit in the candidate
@@ -61,12 +60,6 @@ BRUSH_CONFIG = """<View>
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def png(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def rle_decode(rle: list[int]) -> np.ndarray:

@@ -22,16 +22,7 @@ from core import METRICS, POST_PROCESSORS, PRE_PROCESSORS, STRATEGIES, Finder
 from core.render import RenderConfig, heatmap
 from service.app import create_app
 from service.settings import Settings
-
-
-def png(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
+from tests.conftest import b64, png
 
 
 def wait_ready(client: TestClient, timeout: float = 60.0) -> None:

@@ -27,16 +27,7 @@ from core.compare import compare
 from core.figure import layout_figure
 from service.app import create_app
 from service.settings import Settings
-
-
-def png(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
+from tests.conftest import b64, png
 
 
 def decode_map(payload: dict) -> np.ndarray:

@@ -3,7 +3,6 @@ a free loopback port, spoken to over HTTP; and a local web server for URL inputs
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import socket
@@ -18,15 +17,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
+
+from tests.conftest import png
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def png(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def free_port() -> int:
