@@ -142,3 +142,25 @@ def b64(data: bytes) -> str:
     import base64
 
     return base64.b64encode(data).decode()
+
+
+def assert_problem(r, status: int, code: str) -> dict:
+    """Assert an RFC 9457 problem response with this status and code; return its body."""
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    body = r.json()
+    assert body["status"] == status
+    assert body["type"].endswith(":" + code), body
+    assert body["code"] == code
+    assert body["title"] and body["detail"]
+    return body
+
+
+def wait_ready(client, timeout: float = 60.0) -> None:
+    """Poll an in-process client's /readyz until the workers are up."""
+    import time
+
+    end = time.monotonic() + timeout
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < end, "service did not become ready"
+        time.sleep(0.02)

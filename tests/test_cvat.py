@@ -24,7 +24,7 @@ with warnings.catch_warnings():  # starlette's note about httpx in its TestClien
 from core import Finder, PipelineConfig
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import png
+from tests.conftest import assert_problem, png
 
 FUNCTION_YAML = Path(__file__).resolve().parents[1] / "docker" / "function.yaml"
 # y, x, height, width of the painted block: 768 px, 1.6% of the 256x192 frame, inside the
@@ -34,14 +34,6 @@ EDIT = (60, 150, 24, 32)
 
 def b64(a: np.ndarray) -> str:
     return base64.b64encode(png(a)).decode()
-
-
-def assert_problem(r, status: int, code: str) -> dict:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"] == "application/problem+json"
-    body = r.json()
-    assert body["status"] == status and body["code"] == code and body["detail"]
-    return body
 
 
 def iou(a, b) -> float:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import threading
-import time
 import warnings
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,7 +37,7 @@ from service.label_studio import (
 )
 from service.problems import ServiceError
 from service.settings import Settings
-from tests.conftest import png
+from tests.conftest import assert_problem, png, wait_ready
 
 TOKEN = "3f1c0ffee0ddba11"
 EDIT = (40, 120, 24, 40)  # y, x, height, width of the edit in the candidate
@@ -98,21 +97,6 @@ def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, floa
     x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
     inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
     return inter / (a[2] * a[3] + b[2] * b[3] - inter)
-
-
-def assert_problem(r, status: int, code: str) -> dict:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"] == "application/problem+json"
-    body = r.json()
-    assert body["status"] == status and body["code"] == code and body["detail"]
-    return body
-
-
-def wait_ready(client: TestClient, timeout: float = 60.0) -> None:
-    end = time.monotonic() + timeout
-    while client.get("/readyz").status_code != 200:
-        assert time.monotonic() < end, "service did not become ready"
-        time.sleep(0.02)
 
 
 def ls_task(task_id: int = 7, **data: str) -> dict:

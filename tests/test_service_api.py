@@ -22,31 +22,13 @@ from core import METRICS, POST_PROCESSORS, PRE_PROCESSORS, STRATEGIES, Finder
 from core.render import RenderConfig, heatmap
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import b64, png
-
-
-def wait_ready(client: TestClient, timeout: float = 60.0) -> None:
-    end = time.monotonic() + timeout
-    while client.get("/readyz").status_code != 200:
-        assert time.monotonic() < end, "service did not become ready"
-        time.sleep(0.02)
+from tests.conftest import assert_problem, b64, png, wait_ready
 
 
 def decode_map(payload: dict) -> np.ndarray:
     assert payload["dtype"] == "float32"
     raw = base64.b64decode(payload["data"])
     return np.frombuffer(raw, dtype="<f4").reshape(payload["shape"])
-
-
-def assert_problem(r, status: int, code: str) -> dict:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"] == "application/problem+json"
-    body = r.json()
-    assert body["status"] == status
-    assert body["type"].endswith(":" + code), body
-    assert body["code"] == code
-    assert body["title"] and body["detail"]
-    return body
 
 
 @pytest.fixture(scope="module")

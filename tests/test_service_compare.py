@@ -7,7 +7,6 @@ import base64
 import io
 import json
 import threading
-import time
 import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -27,29 +26,13 @@ from core.compare import compare
 from core.figure import layout_figure
 from service.app import create_app
 from service.settings import Settings
-from tests.conftest import b64, png
+from tests.conftest import assert_problem, b64, png, wait_ready
 
 
 def decode_map(payload: dict) -> np.ndarray:
     assert payload["dtype"] == "float32"
     return np.frombuffer(base64.b64decode(payload["data"]), dtype="<f4").reshape(
         payload["shape"])
-
-
-def assert_problem(r, status: int, code: str) -> dict:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"] == "application/problem+json"
-    body = r.json()
-    assert body["status"] == status and body["code"] == code
-    assert body["type"].endswith(":" + code) and body["title"] and body["detail"]
-    return body
-
-
-def wait_ready(client: TestClient, timeout: float = 60.0) -> None:
-    end = time.monotonic() + timeout
-    while client.get("/readyz").status_code != 200:
-        assert time.monotonic() < end, "service did not become ready"
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
