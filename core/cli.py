@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from pydantic import ValidationError
 
 from .config import PipelineConfig
 from .errors import DifferenceFinderError
+from .metrics import finite_or_none
 
 __all__ = ["build_parser", "main", "parse_step"]
 
@@ -93,17 +93,13 @@ def config_from_args(args: argparse.Namespace) -> PipelineConfig:
     return PipelineConfig.model_validate(data)
 
 
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
 def result_json(result: Any, reference: str, candidate: str) -> dict[str, Any]:
     """A PairResult as JSON-ready data (non-finite scores become null)."""
     return {
         "reference": reference,
         "candidate": candidate,
         "shape": list(result.map.shape),
-        "metrics": {k: _finite(v) for k, v in result.metrics.items()},
+        "metrics": {k: finite_or_none(v) for k, v in result.metrics.items()},
         "regions": [r.to_dict() for r in result.regions],
         "timing_ms": {k: round(v, 2) for k, v in result.timing_ms.items()},
     }

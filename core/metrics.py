@@ -226,4 +226,5 @@ def lpips_metric(
 
 def finite_or_none(v: float) -> float | None:
     """JSON has no infinities: identical images' PSNR is reported as None."""
+    v = float(v)
     return v if math.isfinite(v) else None

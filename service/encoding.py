@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from core import PairResult, PipelineConfig
+from core.metrics import finite_or_none
 from core.render import heatmap_png
 
 from .problems import ServiceError
@@ -82,11 +83,6 @@ def negotiate(accept: str | None, offered: tuple[str, ...] = MEDIA_TYPES) -> str
     return choice
 
 
-def _finite(v: float) -> float | None:
-    v = float(v)
-    return v if math.isfinite(v) else None
-
-
 def map_payload(m: np.ndarray) -> dict[str, Any]:
     """A float map as ``{"dtype", "shape", "data"}`` (base64 little-endian row-major)."""
     le = np.ascontiguousarray(m, dtype="<f4")
@@ -108,13 +104,13 @@ def json_bytes(result: PairResult, config: PipelineConfig, timing_ms: dict[str, 
     regions = sorted((r.to_dict() for r in result.regions), key=lambda r: -r["score"])
     for r in regions:
         for key in ("score", "peak", "mean"):
-            r[key] = _finite(r[key])
+            r[key] = finite_or_none(r[key])
     end = time.perf_counter()
     timing_ms["encode"] = (end - start) * 1e3
     timing_ms["total"] = (end - arrived) * 1e3
     body = {
         "map": payload,
-        "metrics": {name: _finite(v) for name, v in result.metrics.items()},
+        "metrics": {name: finite_or_none(v) for name, v in result.metrics.items()},
         "regions": regions,
         "config": config.model_dump(mode="json"),
         "timing_ms": {k: round(v, 3) for k, v in timing_ms.items()},
