@@ -4,9 +4,10 @@
 >>> heatmap = Finder().run("a.png", "b.png")
 """
 
-from .compare import CandidateResult, Comparison, Improvement, compare
+from .compare import compare
 from .config import DEFAULT_PIPELINE, PipelineConfig
 from .errors import (
+    ChecksumError,
     ConfigError,
     DeviceError,
     DifferenceFinderError,
@@ -15,14 +16,16 @@ from .errors import (
     MetricError,
     PairingError,
     ShapeMismatchError,
+    WeightsFetchError,
     WeightsMissingError,
 )
-from .finder import Finder, PairResult
+from .finder import Finder
 from .metrics import METRICS, MetricOutput
 from .models import MODEL_CACHE
 from .postprocess import POST_PROCESSORS
 from .preprocess import PRE_PROCESSORS
-from .regions import Region, RegionsConfig, find_regions
+from .regions import RegionsConfig, find_regions
+from .results import CandidateResult, Comparison, Improvement, PairResult, Region
 from .strategies import STRATEGIES
 
 __version__ = "0.1.0"
@@ -35,6 +38,7 @@ __all__ = [
     "PRE_PROCESSORS",
     "STRATEGIES",
     "CandidateResult",
+    "ChecksumError",
     "Comparison",
     "ConfigError",
     "DeviceError",
@@ -51,6 +55,7 @@ __all__ = [
     "Region",
     "RegionsConfig",
     "ShapeMismatchError",
+    "WeightsFetchError",
     "WeightsMissingError",
     "__version__",
     "compare",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,11 @@ from .config import PipelineConfig
 from .errors import InputError, MetricError, ShapeMismatchError
 from .finder import Finder
 from .images import ImageLike, Limits, align_pair, to_tensor
-from .metrics import METRICS, finite_or_none
-from .regions import Region, find_regions
+from .metrics import METRICS
+from .numeric import channel_plane
+from .regions import find_regions
 from .render import value_range
+from .results import CandidateResult, Comparison, Improvement
 from .weights import BACKBONES, weights_status
 
 __all__ = [
@@ -44,83 +45,6 @@ STANDARD_METRICS: tuple[dict[str, Any], ...] = (
 #: a pixel counts as improved/worsened only when the two maps differ there by more than
 #: this fraction of the 99th percentile of all candidate maps' magnitudes
 DEFAULT_TOLERANCE = 0.01
-
-
-@dataclass
-class CandidateResult:
-    """One candidate against the reference."""
-
-    label: str
-    map: np.ndarray  # float32 (H, W), or (C, H, W) with reduction "none"
-    metrics: dict[str, float]  # {metric key: score}; PSNR of identical images is inf
-    skipped: dict[str, str]  # {metric name: why it is absent}
-    regions: list[Region]
-    image: np.ndarray  # uint8 (H, W, 3) display copy, aligned to the reference
-
-
-@dataclass
-class Improvement:
-    """Where a candidate beats the baseline: ``|baseline map| - |candidate map|``.
-
-    Positive where the candidate is closer to the reference than the baseline,
-    negative where it is further; the fractions count pixels beyond ``tolerance``.
-    """
-
-    label: str
-    map: np.ndarray  # float32 (H, W), signed
-    improved_fraction: float
-    worsened_fraction: float
-
-
-@dataclass
-class Comparison:
-    """Everything :func:`compare` found; maps share ``scale`` so panels compare."""
-
-    reference: np.ndarray  # uint8 (H, W, 3) display copy
-    candidates: list[CandidateResult]
-    scale: tuple[float, float]
-    config: PipelineConfig
-    metric_key: str  # which key of ``metrics`` is the pipeline's own metric
-    higher_is_better: dict[str, bool]  # per metric key
-    baseline: str | None = None
-    improvement: list[Improvement] = field(default_factory=list)
-    improvement_scale: tuple[float, float] | None = None  # symmetric, for a diverging map
-    tolerance: float | None = None  # absolute, in map units
-
-    @property
-    def labels(self) -> list[str]:
-        return [c.label for c in self.candidates]
-
-    def candidate(self, label: str) -> CandidateResult:
-        for c in self.candidates:
-            if c.label == label:
-                return c
-        raise KeyError(label)
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-ready description without the maps (non-finite scores become null)."""
-        return {
-            "scale": {"vmin": self.scale[0], "vmax": self.scale[1]},
-            "metric": self.metric_key,
-            "higher_is_better": self.higher_is_better,
-            "candidates": [{
-                "label": c.label,
-                "shape": list(c.map.shape),
-                "metrics": {k: finite_or_none(v) for k, v in c.metrics.items()},
-                "skipped": c.skipped,
-                "regions": [r.to_dict() for r in c.regions],
-            } for c in self.candidates],
-            "baseline": self.baseline,
-            "improvement": [{
-                "label": i.label, "improved_fraction": i.improved_fraction,
-                "worsened_fraction": i.worsened_fraction,
-            } for i in self.improvement],
-            "improvement_scale": (None if self.improvement_scale is None else
-                                  {"vmin": self.improvement_scale[0],
-                                   "vmax": self.improvement_scale[1]}),
-            "tolerance": self.tolerance,
-            "config": self.config.model_dump(),
-        }
 
 
 def pair_scores(
@@ -196,12 +120,6 @@ def _display(t: torch.Tensor, data_range: float) -> np.ndarray:
     a = (t[0].float() / data_range).clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
     a = np.moveaxis(a, 0, -1)
     return np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a
-
-
-def _plane(m: np.ndarray) -> np.ndarray:
-    """A map's magnitude as one (H, W) plane (channel max for per-channel maps)."""
-    a = np.abs(np.asarray(m, dtype=np.float32))
-    return a.max(axis=0) if a.ndim == 3 else a
 
 
 def compare(
@@ -282,7 +200,8 @@ def compare(
 
 def _improvements(out: Comparison, tolerance: float) -> None:
     """Fill ``out.improvement`` (maps, fractions, tolerance, a symmetric shared scale)."""
-    planes = {c.label: _plane(c.map) for c in out.candidates}
+    planes = {c.label: channel_plane(np.abs(np.asarray(c.map, dtype=np.float32)))
+              for c in out.candidates}
     magnitudes = np.concatenate([p.ravel() for p in planes.values()])
     ref_level = float(np.percentile(magnitudes, 99)) if magnitudes.size else 0.0
     tol = tolerance * ref_level

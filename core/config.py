@@ -6,7 +6,7 @@ and dumps to the fully resolved pipeline (every default filled in).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -22,6 +22,7 @@ from pydantic_core import PydanticCustomError
 from .errors import ConfigError
 from .images import SizePolicy
 from .metrics import METRICS
+from .numeric import Reduction
 from .postprocess import POST_PROCESSORS
 from .preprocess import PRE_PROCESSORS
 from .regions import RegionsConfig
@@ -82,7 +83,7 @@ class PipelineConfig(BaseModel):
     post_processor: Annotated[Step | list[Step], Field(
         description=_STEP_DOC + ", or a list of them applied in order")] = Field(
         default_factory=lambda: [{"name": "smooth", "sigma": 2.0}])
-    reduction: Literal["mean", "max", "none"] = Field(
+    reduction: Reduction = Field(
         "mean", description="how colour channels are combined into one map; 'none' keeps them")
     data_range: Annotated[float, Field(gt=0, description="value span of float inputs")] = 1.0
     size_policy: SizePolicy = Field(

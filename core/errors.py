@@ -2,6 +2,20 @@
 
 The HTTP service maps these to RFC 9457 problem responses, so each carries a
 stable ``code`` (used as the problem ``type`` suffix) and an HTTP ``status``.
+
+Our exception hierarchy (code, status):
+
+* DifferenceFinderError ("error", 500)
+  + InputError ("invalid-input", 422; also a ValueError)
+  | + ImageDecodeError ("undecodable-image")
+  | + ShapeMismatchError ("shape-mismatch")
+  | + PairingError ("unpaired-files")
+  | + MetricError ("metric-not-applicable")
+  + ConfigError ("invalid-config", 422; also a ValueError)
+  + WeightsMissingError ("weights-missing", 503; also a RuntimeError)
+  + WeightsFetchError ("weights-fetch-failed", 502; also a RuntimeError)
+  | + ChecksumError ("weights-checksum-mismatch")
+  + DeviceError ("device-unavailable", 503; also a RuntimeError)
 """
 
 from __future__ import annotations
@@ -9,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ChecksumError",
     "ConfigError",
     "DeviceError",
     "DifferenceFinderError",
@@ -17,6 +32,7 @@ __all__ = [
     "MetricError",
     "PairingError",
     "ShapeMismatchError",
+    "WeightsFetchError",
     "WeightsMissingError",
 ]
 
@@ -85,6 +101,19 @@ class WeightsMissingError(DifferenceFinderError, RuntimeError):
 
     code = "weights-missing"
     status = 503
+
+
+class WeightsFetchError(DifferenceFinderError, RuntimeError):
+    """A weight file could not be downloaded (HTTP error, network failure, retries used up)."""
+
+    code = "weights-fetch-failed"
+    status = 502
+
+
+class ChecksumError(WeightsFetchError):
+    """A file's SHA-256 does not match the prefix in its name: it is corrupt or not the file."""
+
+    code = "weights-checksum-mismatch"
 
 
 class DeviceError(DifferenceFinderError, RuntimeError):

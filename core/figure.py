@@ -1,4 +1,4 @@
-"""The paper figure of a :class:`~core.compare.Comparison`.
+"""The paper figure of a :class:`~core.results.Comparison`.
 
 A grid: the reference and each candidate (labels and scores above, boxes at
 the strongest difference regions), enlarged crops of those boxes below them,
@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .compare import Comparison
 from .errors import ConfigError
-from .postprocess import POST_PROCESSORS
+from .numeric import channel_plane, gaussian_blur
 from .regions import RegionsConfig, find_regions
 from .render import DIVERGING, colorbar, colorize, lut, to_png
+from .results import Comparison
 
 __all__ = [
     "FIGURE_FORMATS",
@@ -210,12 +210,10 @@ def inset_boxes(comparison: Comparison, count: int = 2) -> list[tuple[int, int, 
     """
     if count <= 0:
         return []
-    planes = [np.abs(c.map).max(axis=0) if c.map.ndim == 3 else np.abs(c.map)
-              for c in comparison.candidates]
+    planes = [channel_plane(np.abs(c.map)) for c in comparison.candidates]
     combined = torch.from_numpy(np.mean(planes, axis=0, dtype=np.float32))
     h, w = combined.shape
-    smooth = POST_PROCESSORS.get("smooth").func
-    combined = smooth(combined[None], sigma=max(1.0, min(h, w) / 100))[0].numpy()
+    combined = gaussian_blur(combined, sigma=max(1.0, min(h, w) / 100)).numpy()
     found = find_regions(combined, RegionsConfig(
         threshold="percentile", percentile=99.0, min_area=1, max_regions=20))
     floor, ceiling = max(8, min(h, w) // 8), max(8, min(h, w) // 4)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,11 @@ from .config import PipelineConfig, Step
 from .errors import ConfigError, DeviceError, InputError
 from .images import ImageLike, Limits, align_pair, pair_directories, to_tensor
 from .metrics import METRICS
+from .numeric import reduce_channels
 from .postprocess import POST_PROCESSORS
 from .preprocess import PRE_PROCESSORS
-from .regions import Region, find_regions
+from .regions import find_regions
+from .results import PairResult
 from .strategies import STRATEGIES, BoundMetric
 
 __all__ = ["Finder", "PairResult", "resolve_device"]
@@ -47,16 +48,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise DeviceError(f"device {device!r} requested but MPS is not available here")
     return dev
-
-
-@dataclass
-class PairResult:
-    """Everything computed for one image pair."""
-
-    map: np.ndarray  # float32 (H, W), or (C, H, W) with reduction "none"
-    metrics: dict[str, float] = field(default_factory=dict)  # {metric name: score}
-    regions: list[Region] = field(default_factory=list)
-    timing_ms: dict[str, float] = field(default_factory=dict)
 
 
 def _is_dir(x: Any) -> bool:
@@ -143,10 +134,7 @@ class Finder:
                         out = self._metric(ref, cand, False)
                 scores = out.score.detach()
             maps = maps.detach()
-            if self.config.reduction == "mean":
-                maps = maps.mean(dim=1)
-            elif self.config.reduction == "max":
-                maps = maps.amax(dim=1)
+            maps = reduce_channels(maps, self.config.reduction, axis=1)
             for post in self._post:
                 maps = post(maps)
         return maps, scores

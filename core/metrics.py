@@ -8,7 +8,6 @@ keyword-only parameters; register your own with ``@METRICS.register(name)``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -18,9 +17,10 @@ from pydantic import AfterValidator, Field
 
 from .errors import MetricError
 from .models import MODEL_CACHE
+from .numeric import gaussian_window, separable_conv2d
 from .registry import Registry
 
-__all__ = ["METRICS", "MetricOutput", "gaussian_window", "ssim_components"]
+__all__ = ["METRICS", "MetricOutput", "ssim_components"]
 
 METRICS = Registry("metric")
 
@@ -71,13 +71,6 @@ def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float, want_map: bool) ->
     return MetricOutput(score, distance, err)
 
 
-def gaussian_window(size: int, sigma: float, device: torch.device) -> torch.Tensor:
-    """Normalised 1-D Gaussian of ``size`` taps (same as pytorch_msssim)."""
-    coords = torch.arange(size, dtype=torch.float32, device=device) - size // 2
-    g = torch.exp(-(coords**2) / (2 * sigma**2))
-    return g / g.sum()
-
-
 def _conv_layout(t: torch.Tensor) -> torch.Tensor:
     """Channels-last on the CPU, where the Gaussian (depthwise) convolutions run
     1.4-2.3x faster that way (speed benchmark); same values."""
@@ -117,14 +110,10 @@ def ssim_components(
             f"SSIM with win_size {win_size} needs images at least {win_size} pixels on each "
             f"side; got {w}x{h}. Use a smaller win_size."
         )
-    g = gaussian_window(win_size, sigma, x.device).to(x.dtype)
     stack = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # one grouped conv for all five
     if full:
         stack = _symmetric_pad(stack, win_size // 2)
-    stack = _conv_layout(stack)
-    groups = stack.shape[1]
-    stack = F.conv2d(stack, g.view(1, 1, 1, -1).expand(groups, 1, 1, win_size), groups=groups)
-    stack = F.conv2d(stack, g.view(1, 1, -1, 1).expand(groups, 1, win_size, 1), groups=groups)
+    stack = separable_conv2d(_conv_layout(stack), gaussian_window(win_size, sigma, x.device))
     mu_x, mu_y, xx, yy, xy = stack.split(c, dim=1)
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     mu_xy = mu_x * mu_y
@@ -222,9 +211,3 @@ def lpips_metric(
         if dmap is not None:
             dmap = dmap + F.interpolate(d, size=(h, w), mode="bilinear", align_corners=False)
     return MetricOutput(score, score, dmap)
-
-
-def finite_or_none(v: float) -> float | None:
-    """JSON has no infinities: identical images' PSNR is reported as None."""
-    v = float(v)
-    return v if math.isfinite(v) else None

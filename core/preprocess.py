@@ -13,6 +13,7 @@ import torch
 from pydantic import Field
 
 from .errors import ConfigError
+from .numeric import stretch
 from .registry import Registry
 
 __all__ = ["PRE_PROCESSORS", "frequency_box"]
@@ -34,11 +35,7 @@ def normalize(x: torch.Tensor, data_range: float) -> torch.Tensor:
 
     A constant image becomes all zeros rather than a division by zero.
     """
-    flat = x.flatten(1)
-    lo = flat.amin(1).view(-1, 1, 1, 1)
-    hi = flat.amax(1).view(-1, 1, 1, 1)
-    span = (hi - lo).clamp_min(torch.finfo(x.dtype).tiny)
-    return (x - lo) / span * data_range
+    return stretch(x) * data_range
 
 
 def frequency_box(h: int, w: int, size: float, device: torch.device) -> torch.Tensor:

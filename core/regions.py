@@ -5,22 +5,21 @@ request), split into connected components (8-connectivity by default) and each
 component becomes a :class:`Region`. A percentile threshold keeps that share of
 pixels, so an edit larger than 2% of the image is only partly boxed at the
 default: lower ``percentile`` for large or widespread differences.
-Components are labelled with a run-length union-find in numpy: linear in the
-number of pixel runs, no SciPy needed.
+Components are labelled by :func:`core.numeric.label_components` (scipy.ndimage).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Annotated, Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from .postprocess import otsu_threshold
+from .numeric import channel_plane, label_components, otsu_threshold
+from .results import Region
 
-__all__ = ["Region", "RegionsConfig", "find_regions", "label_components", "region_mask"]
+__all__ = ["Region", "RegionsConfig", "find_regions", "region_mask"]
 
 
 class RegionsConfig(BaseModel):
@@ -37,76 +36,6 @@ class RegionsConfig(BaseModel):
     connectivity: Literal[4, 8] = 8
 
 
-@dataclass(frozen=True)
-class Region:
-    """One difference spot. Box in pixels, (x, y) its top-left corner.
-
-    ``score`` is the region's share of the whole map's total difference
-    (0-1), so regions of different maps compare; ``peak``/``mean`` are in
-    the map's units.
-    """
-
-    x: int
-    y: int
-    width: int
-    height: int
-    area: int
-    score: float
-    peak: float
-    mean: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(row, start, end) of every horizontal run of True; end exclusive."""
-    h, w = mask.shape
-    padded = np.zeros((h, w + 2), dtype=np.int8)
-    padded[:, 1:-1] = mask
-    edges = np.diff(padded, axis=1)
-    rs, starts = np.nonzero(edges == 1)
-    _, ends = np.nonzero(edges == -1)
-    return rs, starts, ends  # row-major order keeps starts and ends aligned
-
-
-def label_components(mask: np.ndarray, connectivity: int = 8) -> tuple[np.ndarray, int]:
-    """Label connected components of a boolean (H, W) mask; 0 is background."""
-    rows, starts, ends = _runs(mask)
-    n = len(rows)
-    parent = np.arange(n)
-
-    def find(i: int) -> int:
-        root = i
-        while parent[root] != root:
-            root = parent[root]
-        while parent[i] != root:
-            parent[i], i = root, parent[i]
-        return root
-
-    slack = 1 if connectivity == 8 else 0
-    row_first = np.searchsorted(rows, np.arange(mask.shape[0] + 1))
-    for r in range(1, mask.shape[0]):
-        a0, a1 = row_first[r - 1], row_first[r]  # runs of the row above
-        b0, b1 = row_first[r], row_first[r + 1]
-        i, j = a0, b0
-        while i < a1 and j < b1:
-            if starts[i] < ends[j] + slack and starts[j] < ends[i] + slack:
-                ri, rj = find(i), find(j)
-                if ri != rj:
-                    parent[max(ri, rj)] = min(ri, rj)
-            if ends[i] < ends[j]:
-                i += 1
-            else:
-                j += 1
-    roots = np.array([find(i) for i in range(n)], dtype=np.int64)
-    uniq, run_label = np.unique(roots, return_inverse=True)
-    labels = np.zeros(mask.shape, dtype=np.int32)
-    for k in range(n):
-        labels[rows[k], starts[k] : ends[k]] = run_label[k] + 1
-    return labels, len(uniq)
-
-
 def _threshold(m: np.ndarray, cfg: RegionsConfig) -> float:
     if cfg.threshold == "value":
         return cfg.value
@@ -121,9 +50,7 @@ def _ranked(m: np.ndarray, cfg: RegionsConfig) -> tuple[np.ndarray, np.ndarray, 
     or None when there is nothing to report."""
     if cfg.max_regions == 0:
         return None
-    m = np.asarray(m, dtype=np.float32)
-    if m.ndim == 3:
-        m = m.max(axis=0)
+    m = channel_plane(np.asarray(m, dtype=np.float32))
     m = np.abs(m) if (m < 0).any() else m
     total = float(m.sum())
     if total <= 0:

@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import ConfigError
+from .numeric import channel_plane
 
 __all__ = [
     "COLORMAPS",
@@ -109,9 +110,7 @@ def value_range(
 def colorize(m: np.ndarray, colormap: str = "magma", vmin: float | None = None,
              vmax: float | None = None) -> np.ndarray:
     """(H, W) map -> (H, W, 3) uint8 colours; values outside the range clip."""
-    m = np.asarray(m, dtype=np.float32)
-    if m.ndim == 3:
-        m = m.max(axis=0)
+    m = channel_plane(np.asarray(m, dtype=np.float32))
     lo, hi = value_range(m, vmin, vmax)
     idx = np.clip((m - lo) / (hi - lo) * 255 + 0.5, 0, 255)
     idx = np.nan_to_num(idx, nan=0).astype(np.uint8)
@@ -211,9 +210,7 @@ def _as_image(a: np.ndarray) -> Image.Image:
 
 def gray16_png(m: np.ndarray, vmin: float | None = None, vmax: float | None = None) -> bytes:
     """The map as a 16-bit grayscale PNG (lossless to 1/65535 of the range)."""
-    m = np.asarray(m, dtype=np.float64)
-    if m.ndim == 3:
-        m = m.max(axis=0)
+    m = channel_plane(np.asarray(m, dtype=np.float64))
     lo, hi = value_range(m, vmin, vmax)
     q = np.clip((m - lo) / (hi - lo) * 65535 + 0.5, 0, 65535).astype(np.uint16)
     buf = io.BytesIO()

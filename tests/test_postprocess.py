@@ -10,7 +10,7 @@ from scipy import ndimage
 from skimage.filters import threshold_otsu
 
 from core import POST_PROCESSORS, PipelineConfig
-from core.postprocess import otsu_threshold
+from core.numeric import otsu_threshold
 from tests.conftest import distort, raw_finder
 
 

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from scipy import ndimage
 
 from core import Finder, Region, RegionsConfig, find_regions
-from core.regions import label_components
+from core.numeric import label_components
 from tests.conftest import distort
 
 STRUCTURE = {4: None, 8: np.ones((3, 3), dtype=bool)}
