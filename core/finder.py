@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +17,14 @@ from pydantic import ValidationError
 
 from .config import PipelineConfig, Step
 from .errors import ConfigError, DeviceError, InputError
-from .images import ImageLike, Limits, align_pair, pair_directories, to_tensor
+from .images import (
+    ImageLike,
+    Limits,
+    align_pair,
+    directory_pair,
+    pair_directories,
+    to_tensor,
+)
 from .metrics import METRICS
 from .numeric import reduce_channels
 from .postprocess import POST_PROCESSORS
@@ -48,10 +54,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise DeviceError(f"device {device!r} requested but MPS is not available here")
     return dev
-
-
-def _is_dir(x: Any) -> bool:
-    return isinstance(x, (str, Path)) and Path(x).is_dir()
 
 
 class Finder:
@@ -142,8 +144,6 @@ class Finder:
     # -- anything in, numpy out ---------------------------------------------------
 
     def _load(self, image: ImageLike, what: str, limits: Limits | None) -> torch.Tensor:
-        if _is_dir(image):
-            raise InputError(f"{what} is a directory but the other input is not")
         return to_tensor(image, what=what, limits=limits)[0]
 
     def analyze(
@@ -152,6 +152,9 @@ class Finder:
     ) -> list[PairResult]:
         """Full results for one pair or a batch (one :class:`PairResult` per sample)."""
         t0 = time.perf_counter()
+        if directory_pair(reference, candidate):
+            raise InputError("analyze takes one pair; for two directories use run() or "
+                             "pair_directories()")
         ref = self._load(reference, "reference", limits)
         cand = self._load(candidate, "candidate", limits)
         t1 = time.perf_counter()
@@ -185,7 +188,7 @@ class Finder:
         With ``return_metric=True`` returns ``(maps, metric)``: a float for one
         pair, an (N,) array for a batch, a list of floats for directories.
         """
-        if _is_dir(img1) and _is_dir(img2):
+        if directory_pair(img1, img2):
             pairs = pair_directories(img1, img2)
             iterator = progress(pairs) if progress is not None else pairs
             maps, values = [], []

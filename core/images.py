@@ -35,6 +35,7 @@ __all__ = [
     "ImageLike",
     "align_pair",
     "decode_image",
+    "directory_pair",
     "image_size",
     "list_images",
     "load_image",
@@ -318,6 +319,19 @@ def list_images(directory: str | Path) -> list[Path]:
         (p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES),
         key=lambda p: p.name,
     )
+
+
+def _is_dir(x: Any) -> bool:
+    return isinstance(x, (str, Path)) and Path(x).is_dir()
+
+
+def directory_pair(a: Any, b: Any) -> bool:
+    """True when both inputs are directories, False when neither is; an
+    :class:`InputError` when only one is (the rule every entry point shares)."""
+    a_dir, b_dir = _is_dir(a), _is_dir(b)
+    if a_dir != b_dir:
+        raise InputError(f"{a if a_dir else b} is a directory, the other is not")
+    return a_dir
 
 
 def pair_directories(dir1: str | Path, dir2: str | Path) -> list[tuple[Path, Path]]:

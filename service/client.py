@@ -45,7 +45,6 @@ __all__ = [
     "ServiceConnectionError",
     "ServiceError",
     "decode_map",
-    "remote_diff",
 ]
 
 #: an image to send: a path, encoded file bytes, an ``http(s)://`` URL the server
@@ -652,54 +651,3 @@ async def _gather_or_cancel(coros: list[Awaitable[T]]) -> list[T]:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-# --- `difference-finder diff --server URL` --------------------------------------------
-
-
-def _record(result: DiffResult, reference: str, candidate: str) -> dict[str, Any]:
-    return {"reference": reference, "candidate": candidate, "shape": list(result.map.shape),
-            "metrics": result.metrics, "regions": result.regions,
-            "timing_ms": result.timing_ms}
-
-
-def remote_diff(args: Any) -> int:
-    """The CLI's ``diff --server URL``: same arguments and output as a local diff."""
-    from core.cli import config_from_args
-    from core.images import pair_directories
-    from core.render import heatmap_png
-
-    cfg = config_from_args(args)
-    a, b = Path(args.reference), Path(args.candidate)
-    if a.is_dir() != b.is_dir():
-        print(f"difference-finder: error: {a if a.is_dir() else b} is a directory, "
-              "the other is not", file=sys.stderr)
-        return 1
-    api_key = os.environ.get("DF_API_KEY")
-    try:
-        with Client(args.server, api_key=api_key) as client:
-            if a.is_dir():
-                pairs = pair_directories(a, b)
-                out_dir = Path(args.output) if args.output else None
-                results = client.diff_many(pairs, cfg, progress=not args.quiet)
-                records = []
-                for (ra, rb), res in zip(pairs, results, strict=True):
-                    if out_dir is not None:
-                        out_dir.mkdir(parents=True, exist_ok=True)
-                        (out_dir / f"{ra.stem}.png").write_bytes(heatmap_png(res.map, cfg.render))
-                    records.append(_record(res, str(ra), str(rb)))
-                config = results[0].config if results else cfg.model_dump(mode="json")
-                payload: dict[str, Any] = {"config": config, "pairs": records}
-            else:
-                res = client.diff(a, b, cfg)
-                if args.output:
-                    out = Path(args.output)
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    out.write_bytes(heatmap_png(res.map, cfg.render))
-                payload = {"config": res.config, **_record(res, str(a), str(b))}
-    except ServiceError as exc:
-        print(f"difference-finder: error: {exc}", file=sys.stderr)
-        return 1
-    if args.json or not args.output:
-        print(json.dumps(payload, indent=2))
-    return 0

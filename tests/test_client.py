@@ -499,7 +499,7 @@ def test_client_imports_without_fastapi_or_torch():
 
 
 def test_cli_diff_server_pair_and_directories(svc, tmp_path, capsys):
-    from core.cli import main
+    from cli import main
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -608,7 +608,7 @@ def test_real_service_maps_match_the_library(real_server, astronaut, sleeps):
 
 
 def test_real_service_cli_server_matches_local(real_server, astronaut, tmp_path, capsys):
-    from core.cli import main
+    from cli import main
 
     for side in ("a", "b"):
         (tmp_path / side).mkdir()

@@ -8,10 +8,14 @@ import argparse
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .errors import InputError
+from .pipeline import add_pipeline_arguments, config_from_args
 
-__all__ = ["add_parser", "parse_labels", "run"]
+if TYPE_CHECKING:
+    from core.results import Comparison
+
+__all__ = ["add_parser", "file_names", "parse_labels", "run", "score_table"]
 
 
 def parse_labels(text: str | None) -> list[str] | None:
@@ -20,6 +24,8 @@ def parse_labels(text: str | None) -> list[str] | None:
         return None
     text = text.strip()
     if text.startswith("["):
+        from core.errors import InputError
+
         labels = json.loads(text)
         if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
             raise InputError("--labels as JSON must be a list of strings")
@@ -29,8 +35,7 @@ def parse_labels(text: str | None) -> list[str] | None:
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``compare`` subcommand on the CLI's subparsers."""
-    from .cli import add_pipeline_arguments
-    from .figure import FIGURE_FORMATS
+    from core.figure import FIGURE_FORMATS
 
     p = sub.add_parser("compare", help="one reference against several candidates: a figure",
                        description=run.__doc__)
@@ -51,7 +56,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def _file_names(labels: list[str]) -> list[str]:
+def file_names(labels: list[str]) -> list[str]:
     """File-system-safe, unique names for labels."""
     names: list[str] = []
     for label in labels:
@@ -63,7 +68,7 @@ def _file_names(labels: list[str]) -> list[str]:
     return names
 
 
-def _table(comparison) -> str:
+def score_table(comparison: Comparison) -> str:
     """The scores as an aligned plain-text table, one row per candidate."""
     keys = list(dict.fromkeys(k for c in comparison.candidates for k in c.metrics))
     rows = [["label", *keys]]
@@ -83,10 +88,9 @@ def _table(comparison) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Compare candidates with one reference; write the figure, maps and scores to -o."""
-    from .cli import config_from_args
-    from .compare import compare
-    from .figure import IMPROVEMENT_COLORMAP, figure_bytes
-    from .render import RenderConfig, heatmap_png
+    from core.compare import compare
+    from core.figure import IMPROVEMENT_COLORMAP, figure_bytes
+    from core.render import RenderConfig, heatmap_png
 
     cfg = config_from_args(args)
     comparison = compare(args.reference, args.candidates, parse_labels(args.labels),
@@ -98,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         options["panel_width"] = args.panel_width
     figure = out / f"figure.{args.format}"
     figure.write_bytes(figure_bytes(comparison, args.format, args.dpi, **options))
-    names = _file_names(comparison.labels)
+    names = file_names(comparison.labels)
     vmin, vmax = comparison.scale
     shared = RenderConfig(colormap=cfg.render.colormap, vmin=vmin, vmax=vmax)
     for c, name in zip(comparison.candidates, names, strict=True):
@@ -119,6 +123,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(_table(comparison))
+        print(score_table(comparison))
         print(f"figure: {figure}")
     return 0

@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 
 from core import weights
-from core.fetch import ChecksumError, WeightsFetchError, fetch_weights
-from core.weights import BACKBONES, Backbone
+from core.weights import BACKBONES, Backbone, ChecksumError, WeightsFetchError, fetch_weights
 
 
 @dataclass
@@ -109,7 +108,7 @@ def server() -> Iterator[FileServer]:
     httpd.server_close()
 
 
-def _standin(seed: int, size: int = 300_000) -> bytes:
+def standin(seed: int, size: int = 300_000) -> bytes:
     return np.random.default_rng(seed).bytes(size)
 
 
@@ -120,7 +119,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "torch" / "hub" / "checkpoints"
 
 
-def _publish(server: FileServer, monkeypatch: pytest.MonkeyPatch, net: str, data: bytes,
+def publish(server: FileServer, monkeypatch: pytest.MonkeyPatch, net: str, data: bytes,
              *, served: bytes | None = None) -> Backbone:
     """Serve ``served`` (default ``data``) under the net's file name; expect ``data``'s hash."""
     old = BACKBONES[net]
@@ -132,8 +131,8 @@ def _publish(server: FileServer, monkeypatch: pytest.MonkeyPatch, net: str, data
 
 
 def test_downloads_into_torch_home_and_is_idempotent(server, home, monkeypatch):
-    alex = _publish(server, monkeypatch, "alex", _standin(1))
-    squeeze = _publish(server, monkeypatch, "squeeze", _standin(2, 50_000))
+    alex = publish(server, monkeypatch, "alex", standin(1))
+    squeeze = publish(server, monkeypatch, "squeeze", standin(2, 50_000))
     monkeypatch.setenv("DF_WEIGHTS_BASE_URL", server.url)
 
     results = fetch_weights("alex,squeeze", progress=False, backoff=0)
@@ -152,10 +151,10 @@ def test_downloads_into_torch_home_and_is_idempotent(server, home, monkeypatch):
 
 
 def test_corrupted_file_is_rejected_and_not_left_in_place(server, home, monkeypatch):
-    good = _standin(3)
+    good = standin(3)
     bad = bytearray(good)
     bad[1000] ^= 0xFF
-    alex = _publish(server, monkeypatch, "alex", good, served=bytes(bad))
+    alex = publish(server, monkeypatch, "alex", good, served=bytes(bad))
 
     with pytest.raises(ChecksumError) as info:
         fetch_weights("alex", base_url=server.url, progress=False, backoff=0)
@@ -167,7 +166,7 @@ def test_corrupted_file_is_rejected_and_not_left_in_place(server, home, monkeypa
 
 
 def test_corrupt_file_already_present_is_replaced(server, home, monkeypatch):
-    alex = _publish(server, monkeypatch, "alex", _standin(4))
+    alex = publish(server, monkeypatch, "alex", standin(4))
     home.mkdir(parents=True)
     (home / alex.filename).write_bytes(b"not the weights")
 
@@ -177,7 +176,7 @@ def test_corrupt_file_already_present_is_replaced(server, home, monkeypatch):
 
 
 def test_corrupt_file_present_and_corrupt_download_leaves_nothing(server, home, monkeypatch):
-    alex = _publish(server, monkeypatch, "alex", _standin(4), served=b"also wrong")
+    alex = publish(server, monkeypatch, "alex", standin(4), served=b"also wrong")
     home.mkdir(parents=True)
     (home / alex.filename).write_bytes(b"not the weights")
     with pytest.raises(ChecksumError):
@@ -186,8 +185,8 @@ def test_corrupt_file_present_and_corrupt_download_leaves_nothing(server, home, 
 
 
 def test_dropped_connection_resumes_with_range(server, home, monkeypatch):
-    data = _standin(5)
-    alex = _publish(server, monkeypatch, "alex", data)
+    data = standin(5)
+    alex = publish(server, monkeypatch, "alex", data)
     server.drop_after[alex.filename] = 120_000
     server.drops_left[alex.filename] = 1
 
@@ -200,8 +199,8 @@ def test_dropped_connection_resumes_with_range(server, home, monkeypatch):
 
 
 def test_dropped_connection_restarts_when_server_ignores_range(server, home, monkeypatch):
-    data = _standin(6)
-    alex = _publish(server, monkeypatch, "alex", data)
+    data = standin(6)
+    alex = publish(server, monkeypatch, "alex", data)
     server.ranges = False
     server.drop_after[alex.filename] = 100_000
     server.drops_left[alex.filename] = 2
@@ -215,8 +214,8 @@ def test_dropped_connection_restarts_when_server_ignores_range(server, home, mon
 
 
 def test_retries_used_up_then_a_later_run_resumes(server, home, monkeypatch):
-    data = _standin(7)
-    alex = _publish(server, monkeypatch, "alex", data)
+    data = standin(7)
+    alex = publish(server, monkeypatch, "alex", data)
     server.drop_after[alex.filename] = 50_000
     server.drops_left[alex.filename] = 3
 
@@ -236,8 +235,8 @@ def test_retries_used_up_then_a_later_run_resumes(server, home, monkeypatch):
 
 
 def test_stale_part_file_is_discarded_after_checksum_mismatch(server, home, monkeypatch):
-    data = _standin(8)
-    alex = _publish(server, monkeypatch, "alex", data)
+    data = standin(8)
+    alex = publish(server, monkeypatch, "alex", data)
     home.mkdir(parents=True)
     (home / (alex.filename + ".part")).write_bytes(b"x" * 1000)  # from some other file
 
@@ -248,8 +247,8 @@ def test_stale_part_file_is_discarded_after_checksum_mismatch(server, home, monk
 
 
 def test_complete_part_file_is_verified_without_downloading_again(server, home, monkeypatch):
-    data = _standin(9)
-    alex = _publish(server, monkeypatch, "alex", data)
+    data = standin(9)
+    alex = publish(server, monkeypatch, "alex", data)
     home.mkdir(parents=True)
     (home / (alex.filename + ".part")).write_bytes(data)
 
@@ -260,7 +259,7 @@ def test_complete_part_file_is_verified_without_downloading_again(server, home, 
 
 
 def test_503_is_retried_404_is_not(server, home, monkeypatch):
-    alex = _publish(server, monkeypatch, "alex", _standin(10))
+    alex = publish(server, monkeypatch, "alex", standin(10))
     server.fail_503[alex.filename] = 2
     [result] = fetch_weights("alex", base_url=server.url, progress=False, backoff=0)
     assert result.action == "downloaded"
@@ -277,50 +276,10 @@ def test_unknown_net_is_a_clear_error(home):
         fetch_weights("alex,resnet", base_url="http://127.0.0.1:9/", progress=False)
 
 
-def test_cli_fetch_then_lpips_loads_the_file(server, home, monkeypatch, capsys, tmp_path):
-    """A real (stand-in) SqueezeNet state dict fetched by the CLI is what LPIPS then loads."""
-    from core.cli import main
-    from core.models import ModelCache
-    from tests.conftest import write_standin_weights
-
-    src = write_standin_weights(tmp_path / "src", ("squeeze",)) / BACKBONES["squeeze"].filename
-    squeeze = _publish(server, monkeypatch, "squeeze", src.read_bytes())
-    monkeypatch.setenv("DF_WEIGHTS_BASE_URL", server.url)
-
-    assert main(["weights", "list"]) == 0
-    out = capsys.readouterr().out
-    assert re.search(rf"squeeze\s+missing\s+{re.escape(str(home / squeeze.filename))}", out)
-
-    assert main(["weights", "fetch", "--nets", "squeeze", "-q"]) == 0
-    assert "squeeze  downloaded" in capsys.readouterr().out
-    assert main(["weights", "fetch", "--nets", "squeeze", "-q"]) == 0
-    assert "squeeze  present" in capsys.readouterr().out
-
-    assert main(["weights", "list", "--verify"]) == 0
-    out = capsys.readouterr().out
-    assert re.search(r"squeeze\s+present, hash ok", out)
-    assert re.search(r"alex\s+missing", out) and re.search(r"vgg\s+missing", out)
-
-    model = ModelCache().lpips("squeeze", "cpu")  # loads through torchvision from TORCH_HOME
-    first = next(model.net.parameters())
-    import torch
-
-    expected = next(iter(torch.load(src, weights_only=True).values()))
-    assert torch.equal(first, expected)
-
-
-def test_cli_reports_a_failed_fetch(server, home, monkeypatch, capsys):
-    _publish(server, monkeypatch, "alex", _standin(11), served=b"garbage")
-    from core.cli import main
-
-    assert main(["weights", "fetch", "--nets", "alex", "--base-url", server.url, "-q"]) == 1
-    assert "does not start with" in capsys.readouterr().err
-
-
 def test_cache_directory_supplies_and_keeps_verified_files(server, home, monkeypatch, tmp_path):
     """What the Docker build does: downloads land in a cache too; later builds copy them."""
-    alex = _publish(server, monkeypatch, "alex", _standin(12))
-    squeeze = _publish(server, monkeypatch, "squeeze", _standin(13, 20_000))
+    alex = publish(server, monkeypatch, "alex", standin(12))
+    squeeze = publish(server, monkeypatch, "squeeze", standin(13, 20_000))
     cache = tmp_path / "cache"
     first = fetch_weights("alex", base_url=server.url, progress=False, cache=cache)
     assert first[0].action == "downloaded"

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.cli import main, parse_step
+from cli import main
+from cli.pipeline import parse_step
 
 
 @pytest.fixture

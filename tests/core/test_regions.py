@@ -1,52 +1,13 @@
-"""core.regions: connected components against scipy, and the ranked list of spots."""
+"""core.regions: the ranked list of spots of a map."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
-from scipy import ndimage
 
 from core import Finder, Region, RegionsConfig, find_regions
-from core.numeric import label_components
 from tests.conftest import distort
-
-STRUCTURE = {4: None, 8: np.ones((3, 3), dtype=bool)}
-
-
-def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
-    """True when two label images split the pixels into the same components."""
-    if not np.array_equal(a > 0, b > 0):
-        return False
-    pairs = np.unique(np.stack([a[a > 0], b[b > 0]]), axis=1)
-    return len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
-
-
-@pytest.mark.parametrize("connectivity", [4, 8])
-@pytest.mark.parametrize("density", [0.2, 0.45, 0.6, 0.8])
-def test_label_components_matches_scipy(connectivity: int, density: float) -> None:
-    rng = np.random.default_rng(int(density * 100) + connectivity)
-    for shape in [(1, 1), (1, 17), (23, 1), (31, 47), (64, 64)]:
-        mask = rng.random(shape) < density
-        labels, count = label_components(mask, connectivity)
-        expected, n = ndimage.label(mask, structure=STRUCTURE[connectivity])
-        assert count == n
-        assert labels.shape == mask.shape and labels.max() == count
-        assert same_partition(labels, expected)
-
-
-def test_label_components_edge_cases() -> None:
-    empty, n = label_components(np.zeros((5, 6), dtype=bool))
-    assert n == 0 and not empty.any()
-    full, n = label_components(np.ones((5, 6), dtype=bool))
-    assert n == 1 and (full == 1).all()
-    diagonal = np.eye(6, dtype=bool)
-    assert label_components(diagonal, 8)[1] == 1
-    assert label_components(diagonal, 4)[1] == 6
-    # A U shape whose arms only join at the bottom is one component.
-    u = np.zeros((6, 7), dtype=bool)
-    u[:, 0] = u[:, 6] = u[5, :] = True
-    assert label_components(u, 4)[1] == 1
 
 
 def spots_map() -> np.ndarray:

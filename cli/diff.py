@@ -1,0 +1,94 @@
+"""``difference-finder diff REF CAND``: two images or two directories, computed here or,
+with ``--server URL``, by a running service (:mod:`cli.remote`); the same output both ways."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .pipeline import add_pipeline_arguments, config_from_args
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from core.render import RenderConfig
+
+__all__ = ["add_parser", "input_paths", "pair_record", "print_payload", "run", "write_heatmap"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``diff`` on the CLI's subparsers."""
+    p = sub.add_parser("diff", help="compare two images or two directories",
+                       description=run.__doc__)
+    p.add_argument("reference", help="reference image or directory")
+    p.add_argument("candidate", help="candidate image or directory (paired by file name)")
+    p.add_argument("-o", "--output", help="heatmap PNG (a directory for directory input)")
+    p.add_argument("--json", action="store_true", help="print metrics and regions as JSON")
+    p.add_argument("--server", help="send the work to a running service at this URL")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_pipeline_arguments(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def input_paths(args: argparse.Namespace) -> tuple[Path, Path, bool]:
+    """``(reference, candidate, both are directories)``; an error when only one is."""
+    from core.images import directory_pair
+
+    a, b = Path(args.reference), Path(args.candidate)
+    return a, b, directory_pair(a, b)
+
+
+def write_heatmap(path: Path, m: np.ndarray, render: RenderConfig) -> None:
+    """Draw ``m`` as a PNG heatmap at ``path``, creating its folder."""
+    from core.render import heatmap_png
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(heatmap_png(m, render))
+
+
+def pair_record(reference: Path, candidate: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """One pair's JSON record: its two paths, then the result's fields."""
+    return {"reference": str(reference), "candidate": str(candidate), **result}
+
+
+def print_payload(args: argparse.Namespace, payload: dict[str, Any]) -> None:
+    """Print the JSON when asked, or when no heatmap file was asked for."""
+    if args.json or not args.output:
+        print(json.dumps(payload, indent=2))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compare two images (or two directories of images)."""
+    if args.server:
+        from .remote import remote_diff
+
+        return remote_diff(args)
+    from core.finder import Finder
+    from core.images import pair_directories
+
+    cfg = config_from_args(args)
+    finder = Finder.from_config(cfg, device=args.device)
+    a, b, directories = input_paths(args)
+    if directories:
+        from tqdm import tqdm
+
+        out_dir = Path(args.output) if args.output else None
+        records = []
+        for ra, rb in tqdm(pair_directories(a, b), desc="pairs", unit="pair", file=sys.stderr,
+                           disable=args.quiet):
+            res = finder.analyze(ra, rb)[0]
+            if out_dir is not None:
+                write_heatmap(out_dir / f"{ra.stem}.png", res.map, cfg.render)
+            records.append(pair_record(ra, rb, res.to_dict()))
+        payload: dict[str, Any] = {"config": cfg.model_dump(), "pairs": records}
+    else:
+        res = finder.analyze(a, b)[0]
+        if args.output:
+            write_heatmap(Path(args.output), res.map, cfg.render)
+        payload = {"config": cfg.model_dump(), **pair_record(a, b, res.to_dict())}
+    print_payload(args, payload)
+    return 0

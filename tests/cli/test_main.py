@@ -1,0 +1,46 @@
+"""The command line's public surface, its place in the layers (nothing imports it), and
+``python -m cli``."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cli
+
+ROOT = Path(cli.__file__).parent.parent
+
+
+def test_cli_surface_is_pinned() -> None:
+    assert sorted(cli.__all__) == ["build_parser", "main"]
+    parser = cli.build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # argparse keeps them here
+    assert list(commands) == ["diff", "serve", "compare", "weights"]
+
+
+def test_nothing_imports_the_cli() -> None:
+    for package in ("core", "service", "difference_finder"):
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module or ""] if isinstance(node, ast.ImportFrom) and
+                         not node.level else [])
+                assert not any(n == "cli" or n.startswith("cli.") for n in names), path
+
+
+def test_the_library_has_no_argparse() -> None:
+    for package in ("core", "difference_finder"):
+        for path in (ROOT / package).rglob("*.py"):
+            assert "argparse" not in path.read_text(), path
+
+
+def test_python_m_cli_prints_help() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "cli", "--help"], capture_output=True,
+                         text=True, env=env, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "difference-finder" in out.stdout
+    assert "{diff,serve,compare,weights}" in out.stdout

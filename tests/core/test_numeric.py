@@ -1,0 +1,106 @@
+"""core.numeric: the shared helpers against independent implementations (scipy.ndimage,
+numpy, scikit-image)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from core.numeric import (
+    channel_plane,
+    gaussian_blur,
+    gaussian_window,
+    label_components,
+    quantile,
+    reduce_channels,
+    stretch,
+)
+
+STRUCTURE = {4: None, 8: np.ones((3, 3), dtype=bool)}
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """True when two label images split the pixels into the same components."""
+    if not np.array_equal(a > 0, b > 0):
+        return False
+    pairs = np.unique(np.stack([a[a > 0], b[b > 0]]), axis=1)
+    return len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+@pytest.mark.parametrize("density", [0.2, 0.45, 0.6, 0.8])
+def test_label_components_matches_scipy(connectivity: int, density: float) -> None:
+    rng = np.random.default_rng(int(density * 100) + connectivity)
+    for shape in [(1, 1), (1, 17), (23, 1), (31, 47), (64, 64)]:
+        mask = rng.random(shape) < density
+        labels, count = label_components(mask, connectivity)
+        expected, n = ndimage.label(mask, structure=STRUCTURE[connectivity])
+        assert count == n
+        assert labels.shape == mask.shape and labels.max() == count
+        assert same_partition(labels, expected)
+
+
+def test_label_components_edge_cases() -> None:
+    empty, n = label_components(np.zeros((5, 6), dtype=bool))
+    assert n == 0 and not empty.any()
+    full, n = label_components(np.ones((5, 6), dtype=bool))
+    assert n == 1 and (full == 1).all()
+    diagonal = np.eye(6, dtype=bool)
+    assert label_components(diagonal, 8)[1] == 1
+    assert label_components(diagonal, 4)[1] == 6
+    # A U shape whose arms only join at the bottom is one component.
+    u = np.zeros((6, 7), dtype=bool)
+    u[:, 0] = u[:, 6] = u[5, :] = True
+    assert label_components(u, 4)[1] == 1
+
+
+def test_gaussian_window_is_normalised_and_symmetric() -> None:
+    g = gaussian_window(11, 1.5)
+    assert g.shape == (11,) and float(g.sum()) == pytest.approx(1.0)
+    torch.testing.assert_close(g, g.flip(0))
+    assert int(g.argmax()) == 5
+
+
+def test_gaussian_blur_matches_scipy_reflect() -> None:
+    """Reflect padding without repeating the edge is scipy's 'mirror' mode."""
+    m = torch.rand(2, 40, 50, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    for sigma in (1.0, 2.5):
+        got = gaussian_blur(m, sigma).numpy()
+        radius = int(3 * sigma + 0.5)
+        for i in range(2):
+            expected = ndimage.gaussian_filter(m[i].numpy(), sigma, mode="mirror", radius=radius)
+            np.testing.assert_allclose(got[i], expected, rtol=1e-6, atol=1e-9)
+
+
+def test_quantile_matches_numpy_per_sample() -> None:
+    m = torch.rand(3, 2, 17, 19, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    for q in (0.0, 12.5, 50.0, 99.0, 100.0):
+        got = quantile(m, q)
+        assert got.shape == (3, 1, 1, 1)
+        expected = np.percentile(m.reshape(3, -1).numpy(), q, axis=1)
+        np.testing.assert_allclose(got.flatten().numpy(), expected, rtol=1e-12)
+
+
+def test_stretch_maps_each_sample_to_unit_range() -> None:
+    m = torch.stack([torch.linspace(-3, 5, 20).reshape(4, 5), torch.full((4, 5), 2.0)])
+    out = stretch(m)
+    assert float(out[0].min()) == 0.0 and float(out[0].max()) == 1.0
+    assert torch.equal(out[1], torch.zeros(4, 5))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "max", "none"])
+def test_reduce_channels_numpy_and_torch_agree(reduction: str) -> None:
+    a = np.random.default_rng(5).random((2, 3, 6, 7)).astype(np.float32)
+    got_np = reduce_channels(a, reduction, axis=1)
+    got_t = reduce_channels(torch.from_numpy(a), reduction, axis=1)
+    expected = {"mean": a.mean(axis=1), "max": a.max(axis=1), "none": a}[reduction]
+    np.testing.assert_allclose(got_np, expected, rtol=1e-6)
+    np.testing.assert_allclose(got_t.numpy(), expected, rtol=1e-6)
+
+
+def test_channel_plane_takes_the_channel_max_of_3d_maps_only() -> None:
+    a = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    np.testing.assert_array_equal(channel_plane(a), a[1])
+    np.testing.assert_array_equal(channel_plane(a[0]), a[0])

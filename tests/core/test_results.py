@@ -1,0 +1,65 @@
+"""core.results: every result's JSON-ready dict, with the finite-float rule (NaN and
+infinity become None) and regions kept in their ranked order."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+from core import Finder, PairResult, Region, compare
+from core.results import finite_or_none, finite_values
+
+
+def test_finite_or_none() -> None:
+    assert finite_or_none(1) == 1.0 and isinstance(finite_or_none(1), float)
+    assert finite_or_none(np.float32(0.5)) == 0.5
+    assert finite_or_none(math.inf) is None
+    assert finite_or_none(-math.inf) is None
+    assert finite_or_none(math.nan) is None
+    assert finite_values({"psnr": math.inf, "ssim": 0.9}) == {"psnr": None, "ssim": 0.9}
+
+
+def test_region_to_dict_keeps_fields_and_drops_non_finite_floats() -> None:
+    r = Region(x=1, y=2, width=3, height=4, area=12, score=0.5, peak=math.inf, mean=math.nan)
+    assert r.to_dict() == {"x": 1, "y": 2, "width": 3, "height": 4, "area": 12, "score": 0.5,
+                           "peak": None, "mean": None}
+
+
+def test_pair_result_to_dict_is_json_and_keeps_region_order() -> None:
+    weak = Region(0, 0, 1, 1, 1, 0.1, 1.0, 1.0)
+    strong = Region(5, 5, 2, 2, 4, 0.7, 3.0, 2.0)
+    res = PairResult(map=np.zeros((4, 6), np.float32), metrics={"psnr": math.inf},
+                     regions=[weak, strong], timing_ms={"load": 1.23456})
+    d = res.to_dict()
+    assert d == {"shape": [4, 6], "metrics": {"psnr": None},
+                 "regions": [weak.to_dict(), strong.to_dict()], "timing_ms": {"load": 1.23}}
+    assert res.to_dict(timing_digits=3)["timing_ms"] == {"load": 1.235}
+    json.dumps(d, allow_nan=False)
+
+
+def test_identical_pair_from_the_finder_serialises(astronaut: np.ndarray) -> None:
+    img = np.ascontiguousarray(astronaut[:64, :64])
+    res = Finder(metric="psnr", device="cpu").analyze(img, img)[0]
+    d = res.to_dict()
+    assert d["metrics"] == {"psnr": None}  # infinite PSNR of identical images
+    json.dumps(d, allow_nan=False)
+
+
+def test_comparison_to_dict_is_summary_and_json(astronaut: np.ndarray) -> None:
+    ref = np.ascontiguousarray(astronaut[:64, :64])
+    cand = ref.copy()
+    cand[10:20, 10:20] = 255
+    got = compare(ref, [ref.copy(), cand], labels=["same", "edited"], baseline="same",
+                  device="cpu")
+    d = got.to_dict()
+    assert d == got.summary()
+    assert [c["label"] for c in d["candidates"]] == ["same", "edited"]
+    assert d["candidates"][0]["metrics"]["psnr"] is None
+    edited = got.candidate("edited")
+    assert d["candidates"][1] == edited.to_dict()
+    assert d["candidates"][1]["regions"] == [r.to_dict() for r in edited.regions]
+    assert d["improvement"] == [got.improvement[0].to_dict()]
+    assert d["scale"] == {"vmin": got.scale[0], "vmax": got.scale[1]}
+    json.dumps(d, allow_nan=False)
