@@ -32,8 +32,8 @@ openapi: $(VENV)/.installed
 	$(BIN)/python -m service.openapi > openapi/openapi.json
 
 bench: $(VENV)/.installed-test
-	$(BIN)/python benchmarks/quality.py
-	$(BIN)/python benchmarks/speed.py
+	$(BIN)/python -m benchmarks.quality
+	$(BIN)/python -m benchmarks.speed
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

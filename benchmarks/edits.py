@@ -9,15 +9,6 @@ faint noise, slight blur, or a mix). The ground truth is exactly the pixels the 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __name__ == "__main__":
-    # Run as a script, this folder leads sys.path and a sibling named like a standard-library
-    # module (benchmarks/http.py) would shadow it: use the repository root instead.
-    _root = Path(__file__).resolve().parent.parent
-    sys.path[:] = [str(_root)] + [p for p in sys.path[1:] if Path(p or ".").resolve() != _root]
-
 import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass

@@ -3,7 +3,7 @@ take, against a real uvicorn server on loopback. Prints status counts, latency p
 (accepted and refused apart), whether every refusal carried Retry-After, the server's peak
 memory, and whether it is healthy afterwards.
 
-    python benchmarks/load.py [--concurrency 32] [--requests 400] [--seconds 20]
+    python -m benchmarks.load [--concurrency 32] [--requests 400] [--seconds 20]
                               [--queue-size 4] [--size 256]
 
 Bounded: it stops after ``--requests`` requests or ``--seconds`` seconds, whichever comes
@@ -25,15 +25,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-# Run as a script, this file's folder leads sys.path and benchmarks/http.py would shadow
-# the standard library's http package (which httpx imports): drop the folder, add the root.
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
-sys.path.insert(0, str(ROOT))
+import httpx
+import numpy as np
+from PIL import Image
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_pair(size: int) -> tuple[bytes, bytes]:

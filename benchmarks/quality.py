@@ -7,24 +7,16 @@ For every candidate pipeline and every (photo, nuisance) pair of benchmarks/edit
   ms    - median milliseconds for one pair's map (CPU), all candidates timed interleaved.
 The seed package (PyPI difference-finder 0.0.4, see benchmarks/seed.py) is scored on the same pairs.
 
-    .venv/bin/python benchmarks/quality.py            # full run, a few minutes on 2 cores
-    .venv/bin/python benchmarks/quality.py --quick    # 3 photos, a few pipelines: a smoke run
+    .venv/bin/python -m benchmarks.quality            # full run, a few minutes on 2 cores
+    .venv/bin/python -m benchmarks.quality --quick    # 3 photos, a few pipelines: a smoke run
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __name__ == "__main__":
-    # Run as a script, this folder leads sys.path and a sibling named like a standard-library
-    # module (benchmarks/http.py) would shadow it: use the repository root instead.
-    _root = Path(__file__).resolve().parent.parent
-    sys.path[:] = [str(_root)] + [p for p in sys.path[1:] if Path(p or ".").resolve() != _root]
-
 import argparse
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field

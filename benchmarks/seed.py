@@ -10,17 +10,10 @@ Its other imports (torch, torchvision, lpips, pytorch_msssim, numpy, Pillow) com
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __name__ == "__main__":
-    # Run as a script, this folder leads sys.path and a sibling named like a standard-library
-    # module (benchmarks/http.py) would shadow it: use the repository root instead.
-    _root = Path(__file__).resolve().parent.parent
-    sys.path[:] = [str(_root)] + [p for p in sys.path[1:] if Path(p or ".").resolve() != _root]
-
 import os
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,17 +35,30 @@ def seed_available() -> bool:
 
 
 def _import_seed_finder() -> type:
-    """Import the seed's Finder, appending SEED_DIR to sys.path (so .venv wins on clashes)."""
+    """Import the seed's Finder from SEED_DIR.
+
+    This project's ``difference_finder`` alias package (over ``core``) has the seed's name,
+    so SEED_DIR leads sys.path while the seed is imported (any alias already imported is
+    dropped from sys.modules first); afterwards SEED_DIR sits at the end of sys.path, so
+    .venv wins on every other clash (the seed's own submodules resolve through its package).
+    """
     if not seed_available():
         raise RuntimeError(f"seed package not found in {SEED_DIR}; install it with: {INSTALL_HINT}")
-    if str(SEED_DIR) not in sys.path:
-        sys.path.append(str(SEED_DIR))
+    for name in [m for m in sys.modules if m.split(".")[0] == "difference_finder"]:
+        if not str(getattr(sys.modules[name], "__file__", "")).startswith(str(SEED_DIR)):
+            del sys.modules[name]
+    if str(SEED_DIR) in sys.path:
+        sys.path.remove(str(SEED_DIR))
+    sys.path.insert(0, str(SEED_DIR))
     try:
         from difference_finder.finder import Finder  # type: ignore[import-not-found]
     except ModuleNotFoundError as exc:
         raise RuntimeError(
             f"the seed package needs module {exc.name!r}; install it with: {INSTALL_HINT}"
         ) from exc
+    finally:
+        sys.path.remove(str(SEED_DIR))
+        sys.path.append(str(SEED_DIR))
     return Finder
 
 

@@ -1,7 +1,7 @@
 """Speed benchmark: each strategy/metric of core next to the raw library call it
 wraps and next to the seed package (difference-finder 0.0.4), 512x512, CPU.
 
-Run: ``.venv/bin/python benchmarks/speed.py`` (a few minutes on 2 cores; the
+Run: ``.venv/bin/python -m benchmarks.speed`` (a few minutes on 2 cores; the
 seed must be installed first, see benchmarks/README.md). Prints a markdown table
 of median milliseconds per pair. Core, raw and seed calls run interleaved in one
 loop so machine noise hits them alike.
@@ -13,31 +13,25 @@ so it is the same as with the real ImageNet weights.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
+import os
+import shutil
+import statistics
 import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-# Run as a script, this folder would lead sys.path, and a module here named like a standard
-# library one (benchmarks/http.py) would shadow it: import siblings as benchmarks.* instead.
+import numpy as np
+import torch
+import torch.nn.functional as F
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import io  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 Fn = Callable[[], object]
 

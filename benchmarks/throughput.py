@@ -2,7 +2,7 @@
 pairs at several concurrencies, against a real uvicorn server on loopback, next to the
 same work done in-process (decode both PNGs, run the pipeline, encode the JSON answer).
 
-    python benchmarks/http.py [--requests 64] [--seconds 20] [--concurrency 1 4 16]
+    python -m benchmarks.throughput [--requests 64] [--seconds 20] [--concurrency 1 4 16]
 
 Each level stops after ``--requests`` requests or ``--seconds`` seconds, whichever comes
 first, after a short warm-up. Prints a markdown table. Loopback only.
@@ -25,15 +25,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-# Run as a script, this file's folder leads sys.path and "http.py" would shadow the
-# standard library's http package (which httpx imports): drop the folder, add the root.
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
-sys.path.insert(0, str(ROOT))
+import httpx
+import numpy as np
+from PIL import Image
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_pairs(size: int = 512) -> list[tuple[bytes, bytes]]:
