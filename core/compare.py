@@ -122,6 +122,41 @@ def _display(t: torch.Tensor, data_range: float) -> np.ndarray:
     return np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a
 
 
+def _checked_labels(cands: list[Any], labels: Sequence[str] | None, baseline: str | None,
+                    tolerance: float) -> list[str]:
+    """The candidates' labels, once the arguments of :func:`compare` are known to fit."""
+    if not cands:
+        raise InputError("compare needs at least one candidate")
+    names = _labels(cands, labels)
+    if baseline is not None:
+        if baseline not in names:
+            raise InputError(f"baseline {baseline!r} is not one of the labels: "
+                             f"{', '.join(names)}", labels=names)
+        if len(names) < 2:
+            raise InputError("a baseline needs at least one other candidate to compare with it")
+    if not 0.0 <= tolerance < 1.0:
+        raise InputError(f"tolerance must lie in [0, 1), got {tolerance}")
+    return names
+
+
+def _candidate(finder: Finder, key: str, ref_t: torch.Tensor, cand_t: torch.Tensor, label: str,
+               what: str) -> tuple[CandidateResult, torch.Tensor]:
+    """One candidate's map, scores and regions, and the reference as aligned to it."""
+    cfg = finder.config
+    try:
+        ref_a, cand_a = align_pair(ref_t, cand_t, cfg.size_policy)
+    except ShapeMismatchError as exc:
+        raise ShapeMismatchError(f"{what}: {exc.message}", label=label, **exc.extra) from None
+    maps, score = finder.compute(ref_a, cand_a, with_score=True)
+    m = np.ascontiguousarray(maps[0].float().cpu().numpy(), dtype=np.float32)
+    scores, skipped = pair_scores(ref_a.to(finder.device), cand_a.to(finder.device),
+                                  cfg.data_range)
+    scores[key] = float(score[0]) if score is not None else math.nan
+    return CandidateResult(label=label, map=m, metrics=scores, skipped=skipped,
+                           regions=find_regions(m, cfg.regions),
+                           image=_display(cand_a, cfg.data_range)), ref_a
+
+
 def compare(
     reference: ImageLike,
     candidates: Sequence[ImageLike] | ImageLike,
@@ -143,17 +178,7 @@ def compare(
     if isinstance(candidates, (str, Path, np.ndarray, torch.Tensor, Image.Image)):
         candidates = [candidates]
     cands = list(candidates)
-    if not cands:
-        raise InputError("compare needs at least one candidate")
-    names = _labels(cands, labels)
-    if baseline is not None:
-        if baseline not in names:
-            raise InputError(f"baseline {baseline!r} is not one of the labels: "
-                             f"{', '.join(names)}", labels=names)
-        if len(names) < 2:
-            raise InputError("a baseline needs at least one other candidate to compare with it")
-    if not 0.0 <= tolerance < 1.0:
-        raise InputError(f"tolerance must lie in [0, 1), got {tolerance}")
+    names = _checked_labels(cands, labels, baseline, tolerance)
     if finder is None:
         cfg = config if isinstance(config, PipelineConfig) else PipelineConfig.model_validate(
             config or {})
@@ -162,30 +187,17 @@ def compare(
     key = _pipeline_key(cfg)
     ref_t = _single(reference, "reference", limits)
     results: list[CandidateResult] = []
-    ref_display = None
     for i, (cand, label) in enumerate(zip(cands, names, strict=True)):
         what = label if label == f"candidate {i + 1}" else f"candidate {label!r}"
-        cand_t = _single(cand, what, limits)
-        try:
-            ref_a, cand_a = align_pair(ref_t, cand_t, cfg.size_policy)
-        except ShapeMismatchError as exc:
-            raise ShapeMismatchError(f"{what}: {exc.message}", label=label,
-                                     **exc.extra) from None
-        maps, score = finder.compute(ref_a, cand_a, with_score=True)
-        m = np.ascontiguousarray(maps[0].float().cpu().numpy(), dtype=np.float32)
-        if results and m.shape != results[0].map.shape:
+        result, ref_a = _candidate(finder, key, ref_t, _single(cand, what, limits), label, what)
+        if results and result.map.shape != results[0].map.shape:
             raise ShapeMismatchError(
-                f"candidate {label!r} gives a {m.shape} map but {results[0].label!r} gave "
-                f"{results[0].map.shape}; use size_policy 'resize' to put every candidate on "
-                "the reference's grid")
-        scores, skipped = pair_scores(ref_a.to(finder.device), cand_a.to(finder.device),
-                                      cfg.data_range)
-        scores[key] = float(score[0]) if score is not None else math.nan
-        if ref_display is None:
+                f"candidate {label!r} gives a {result.map.shape} map but {results[0].label!r} "
+                f"gave {results[0].map.shape}; use size_policy 'resize' to put every candidate "
+                "on the reference's grid")
+        if not results:
             ref_display = _display(ref_a, cfg.data_range)
-        results.append(CandidateResult(
-            label=label, map=m, metrics=scores, skipped=skipped,
-            regions=find_regions(m, cfg.regions), image=_display(cand_a, cfg.data_range)))
+        results.append(result)
     r = cfg.render
     scale = value_range([c.map for c in results], r.vmin, r.vmax, r.percentile, r.symmetric)
     keys = dict.fromkeys(k for c in results for k in c.metrics)

@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .errors import ConfigError
 from .numeric import channel_plane, gaussian_blur
 from .regions import RegionsConfig, find_regions
-from .render import DIVERGING, colorbar, colorize, lut, to_png
+from .render import DIVERGING, colorbar, colorize, load_font, lut, to_png
 from .results import Comparison
 
 __all__ = [
@@ -112,7 +112,7 @@ class Layout:
             canvas.paste(b.raster, (b.x, b.y))
         draw = ImageDraw.Draw(canvas)
         for t in self.texts:
-            font = _font(t.size)
+            font = load_font(t.size)
             x = t.x - font.getlength(t.text) / 2 if t.anchor == "middle" else t.x
             draw.text((x, t.y), t.text, fill="black", font=font)
         for b in self.boxes:
@@ -142,13 +142,6 @@ class Layout:
                 "width": f"{b.width - b.line:g}", "height": f"{b.height - b.line:g}",
                 "fill": "none", "stroke": b.colour, "stroke-width": str(b.line)})
         return ET.tostring(svg, encoding="utf-8", xml_declaration=True)
-
-
-def _font(size: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
 
 
 def _png_uri(img: Image.Image) -> str:
@@ -186,7 +179,7 @@ def _svg_bar(svg: ET.Element, b: Bar) -> None:
                                     "y1": str(y), "y2": str(y), "stroke": "black"})
         ty = min(max(y - size // 2, b.y), b.y + b.height - size - 1)
         _svg_text(svg, b.x + _BAR_W + 6, ty, f"{value:.3g}", size)
-        text_w = max(text_w, _font(size).getlength(f"{value:.3g}"))
+        text_w = max(text_w, load_font(size).getlength(f"{value:.3g}"))
     if b.label:
         cx = b.x + _BAR_W + 6 + text_w + 6 + size / 2
         cy = b.y + b.height / 2
@@ -303,7 +296,7 @@ def layout_figure(
     line = max(2, round(pw / 160))
     n = len(comparison.candidates)
     cols = [margin + j * (pw + gap) for j in range(n + 1)]
-    header_font, small_font = _font(fs), _font(small)
+    header_font, small_font = load_font(fs), load_font(small)
 
     captions: list[list[str]] = [[]]
     for c in comparison.candidates:

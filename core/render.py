@@ -27,6 +27,7 @@ __all__ = [
     "gray16_png",
     "heatmap",
     "heatmap_png",
+    "load_font",
     "lut",
     "overlay",
     "to_png",
@@ -117,7 +118,8 @@ def colorize(m: np.ndarray, colormap: str = "magma", vmin: float | None = None,
     return lut(colormap)[idx]
 
 
-def _font(size: int) -> ImageFont.ImageFont:
+def load_font(size: int) -> ImageFont.ImageFont:
+    """Pillow's default font at ``size`` pixels (a fixed size on Pillow < 10.1)."""
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1
@@ -132,7 +134,7 @@ def colorbar(height: int, colormap: str, vmin: float, vmax: float, label: str | 
              ticks: int = 5, width: int = 18) -> Image.Image:
     """A vertical colorbar with ``ticks`` labelled ticks, as an RGB image."""
     font_size = max(10, min(16, height // 25))
-    font = _font(font_size)
+    font = load_font(font_size)
     grad = np.linspace(1.0, 0.0, max(height, 2))[:, None].repeat(width, 1)
     bar = Image.fromarray(lut(colormap)[(grad * 255 + 0.5).astype(np.uint8)])
     texts = [_fmt(vmin + (vmax - vmin) * i / (ticks - 1)) for i in range(ticks)]
