@@ -27,7 +27,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import httpx
 import numpy as np
@@ -378,10 +378,102 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, desc=desc, unit="pair", disable=not enabled, file=sys.stderr)
 
 
+# --- what both clients share: request building and retry decisions ---------------------
+
+
+@dataclass(frozen=True)
+class _Call(Generic[T]):
+    """One endpoint call: where, the answer type, how to build the body, how to read it."""
+
+    path: str
+    accept: str
+    build: Callable[[], dict[str, Any]]  # httpx keyword arguments (reads files: off the loop)
+    parse: Callable[[httpx.Response], T]
+    params: dict[str, int] | None = None
+
+
+class _BaseClient:
+    """Everything but I/O: connection options, the retry policy, the endpoint calls.
+
+    ``retries`` is how often a busy answer (429, 503 with Retry-After or from a proxy)
+    or a refused connection is retried; each wait is the server's ``Retry-After``
+    (else exponential backoff from ``backoff`` seconds), never more than
+    ``max_retry_wait`` seconds.
+    """
+
+    def __init__(self, base_url: str, *, api_key: str | None, timeout: float, retries: int,
+                 max_retry_wait: float, backoff: float, headers: dict[str, str] | None,
+                 max_connections: int) -> None:
+        self._policy = _Policy(retries, max_retry_wait, backoff)
+        self._options: dict[str, Any] = {
+            "base_url": base_url.rstrip("/"), "timeout": timeout,
+            "headers": _headers(api_key, headers),
+            "limits": httpx.Limits(max_connections=max_connections)}
+
+    # retry decisions
+
+    def _connect_retry(self, attempt: int, exc: httpx.ConnectError) -> float:
+        """The wait before retrying a refused connection, or the error after the last."""
+        if attempt == self._policy.retries:
+            raise ServiceConnectionError(
+                f"cannot reach {self._http.base_url}: {exc}") from exc
+        return self._policy.delay(attempt + 1, None)
+
+    def _answer_retry(self, attempt: int, resp: httpx.Response) -> float | None:
+        """None to take ``resp`` (2xx), a wait before retrying it, or its error."""
+        if _should_retry(resp) and attempt < self._policy.retries:
+            return self._policy.delay(attempt + 1, resp)
+        if resp.is_success:
+            return None
+        raise _error_for(resp, attempt + 1)
+
+    # the endpoint calls
+
+    def _diff(self, reference: ImageInput, candidate: ImageInput, config: Any,
+              accept: str, parse: Callable[[httpx.Response], T]) -> _Call[T]:
+        return _Call("/v1/diff", accept, lambda: _diff_request(reference, candidate, config),
+                     parse)
+
+    def _compare(self, reference: ImageInput, candidates: Sequence[ImageInput],
+                 labels: Sequence[str] | None, baseline: str | None, config: Any,
+                 accept: str, parse: Callable[[httpx.Response], T],
+                 params: dict[str, int] | None = None) -> _Call[T]:
+        return _Call("/v1/compare", accept, lambda: _compare_request(
+            reference, candidates, labels, baseline, config), parse, params)
+
+    def _compare_figure(self, reference: ImageInput, candidates: Sequence[ImageInput],
+                        labels: Sequence[str] | None, baseline: str | None, config: Any,
+                        format: str, dpi: int | None, insets: int | None) -> _Call[bytes]:
+        params = _figure_params(format, dpi, insets)
+        return self._compare(reference, candidates, labels, baseline, config, format,
+                             _content, params)
+
+
+def _diff_result(resp: httpx.Response) -> DiffResult:
+    return DiffResult.from_json(resp.json())
+
+
+def _compare_result(resp: httpx.Response) -> CompareResult:
+    return CompareResult.from_json(resp.json())
+
+
+def _content(resp: httpx.Response) -> bytes:
+    return resp.content
+
+
+def _npy(resp: httpx.Response) -> np.ndarray:
+    return _parse_npy(resp.content)
+
+
+def _check_concurrency(concurrency: int) -> None:
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+
+
 # --- the synchronous client -----------------------------------------------------------
 
 
-class Client:
+class Client(_BaseClient):
     """Blocking client; safe to share between threads (``diff_many`` does).
 
     ``retries`` is how often a busy answer (429, 503 with Retry-After or from a proxy)
@@ -394,10 +486,10 @@ class Client:
                  retries: int = 5, max_retry_wait: float = 30.0, backoff: float = 0.5,
                  headers: dict[str, str] | None = None, max_connections: int = 16,
                  transport: httpx.BaseTransport | None = None) -> None:
-        self._policy = _Policy(retries, max_retry_wait, backoff)
-        self._http = httpx.Client(
-            base_url=base_url.rstrip("/"), timeout=timeout, headers=_headers(api_key, headers),
-            limits=httpx.Limits(max_connections=max_connections), transport=transport)
+        super().__init__(base_url, api_key=api_key, timeout=timeout, retries=retries,
+                         max_retry_wait=max_retry_wait, backoff=backoff, headers=headers,
+                         max_connections=max_connections)
+        self._http = httpx.Client(**self._options, transport=transport)
 
     def __enter__(self) -> Client:
         return self
@@ -414,57 +506,49 @@ class Client:
             try:
                 resp = self._http.request(method, path, **kwargs)
             except httpx.ConnectError as exc:
-                if attempt == self._policy.retries:
-                    raise ServiceConnectionError(
-                        f"cannot reach {self._http.base_url}: {exc}") from exc
-                _sleep(self._policy.delay(attempt + 1, None))
+                _sleep(self._connect_retry(attempt, exc))
                 continue
-            if _should_retry(resp) and attempt < self._policy.retries:
-                _sleep(self._policy.delay(attempt + 1, resp))
-                continue
-            if resp.is_success:
+            wait_s = self._answer_retry(attempt, resp)
+            if wait_s is None:
                 return resp
-            raise _error_for(resp, attempt + 1)
+            _sleep(wait_s)
         raise AssertionError("unreachable")
+
+    def _send(self, call: _Call[T]) -> T:
+        return call.parse(self.request("POST", call.path, headers={"Accept": ACCEPT[call.accept]},
+                                       params=call.params, **call.build()))
 
     # endpoints
 
     def diff(self, reference: ImageInput, candidate: ImageInput,
              config: Any = None) -> DiffResult:
         """POST /v1/diff and return the map, metrics and regions."""
-        resp = self.request("POST", "/v1/diff", headers={"Accept": ACCEPT["json"]},
-                            **_diff_request(reference, candidate, config))
-        return DiffResult.from_json(resp.json())
+        return self._send(self._diff(reference, candidate, config, "json", _diff_result))
 
     def diff_png(self, reference: ImageInput, candidate: ImageInput,
                  config: Any = None) -> bytes:
         """The map rendered by the service as a heatmap PNG."""
-        return self.request("POST", "/v1/diff", headers={"Accept": ACCEPT["png"]},
-                            **_diff_request(reference, candidate, config)).content
+        return self._send(self._diff(reference, candidate, config, "png", _content))
 
     def diff_npy(self, reference: ImageInput, candidate: ImageInput,
                  config: Any = None) -> np.ndarray:
         """The float map only, sent by the service as .npy."""
-        return _parse_npy(self.request("POST", "/v1/diff", headers={"Accept": ACCEPT["npy"]},
-                                       **_diff_request(reference, candidate, config)).content)
+        return self._send(self._diff(reference, candidate, config, "npy", _npy))
 
     def compare(self, reference: ImageInput, candidates: Sequence[ImageInput], *,
                 labels: Sequence[str] | None = None, baseline: str | None = None,
                 config: Any = None) -> CompareResult:
         """POST /v1/compare: every candidate against one reference, maps on one scale."""
-        resp = self.request("POST", "/v1/compare", headers={"Accept": ACCEPT["json"]},
-                            **_compare_request(reference, candidates, labels, baseline, config))
-        return CompareResult.from_json(resp.json())
+        return self._send(self._compare(reference, candidates, labels, baseline, config,
+                                        "json", _compare_result))
 
     def compare_figure(self, reference: ImageInput, candidates: Sequence[ImageInput], *,
                        labels: Sequence[str] | None = None, baseline: str | None = None,
                        config: Any = None, format: str = "png", dpi: int | None = None,
                        insets: int | None = None) -> bytes:
         """The paper figure (reference, candidates, maps, colorbar, insets) as PNG/SVG/PDF."""
-        params = _figure_params(format, dpi, insets)
-        return self.request("POST", "/v1/compare", headers={"Accept": ACCEPT[format]},
-                            params=params, **_compare_request(reference, candidates, labels,
-                                                              baseline, config)).content
+        return self._send(self._compare_figure(reference, candidates, labels, baseline,
+                                               config, format, dpi, insets))
 
     def diff_many(self, pairs: Iterable[tuple[ImageInput, ImageInput]], config: Any = None, *,
                   concurrency: int = 4, progress: bool = True,
@@ -475,8 +559,7 @@ class Client:
         its place; otherwise the first failure stops the rest and is raised.
         """
         pairs = list(pairs)
-        if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+        _check_concurrency(concurrency)
         results: list[Any] = [None] * len(pairs)
         bar = _progress(len(pairs), progress, "diff")
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
@@ -501,19 +584,20 @@ class Client:
     def capabilities(self) -> dict[str, Any]:
         return self.request("GET", "/v1/capabilities").json()
 
+    def _status(self, path: str) -> int | None:
+        """One GET's status (no retries), None when unreachable."""
+        try:
+            return self._http.get(path).status_code
+        except httpx.TransportError:
+            return None
+
     def healthy(self) -> bool:
         """Whether /healthz answers 200 (no retries)."""
-        try:
-            return self._http.get("/healthz").status_code == 200
-        except httpx.TransportError:
-            return False
+        return self._status("/healthz") == 200
 
     def ready(self) -> bool:
         """Whether /readyz answers 200: workers up, models loaded and warmed."""
-        try:
-            return self._http.get("/readyz").status_code == 200
-        except httpx.TransportError:
-            return False
+        return self._status("/readyz") == 200
 
     def wait_ready(self, timeout: float = 60.0, interval: float = 0.5) -> None:
         """Block until /readyz is 200, or raise :class:`ServiceConnectionError`."""
@@ -528,17 +612,17 @@ class Client:
 # --- the asynchronous client ----------------------------------------------------------
 
 
-class AsyncClient:
+class AsyncClient(_BaseClient):
     """The asyncio twin of :class:`Client` (same arguments, same results)."""
 
     def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 120.0,
                  retries: int = 5, max_retry_wait: float = 30.0, backoff: float = 0.5,
                  headers: dict[str, str] | None = None, max_connections: int = 16,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._policy = _Policy(retries, max_retry_wait, backoff)
-        self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"), timeout=timeout, headers=_headers(api_key, headers),
-            limits=httpx.Limits(max_connections=max_connections), transport=transport)
+        super().__init__(base_url, api_key=api_key, timeout=timeout, retries=retries,
+                         max_retry_wait=max_retry_wait, backoff=backoff, headers=headers,
+                         max_connections=max_connections)
+        self._http = httpx.AsyncClient(**self._options, transport=transport)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -555,64 +639,51 @@ class AsyncClient:
             try:
                 resp = await self._http.request(method, path, **kwargs)
             except httpx.ConnectError as exc:
-                if attempt == self._policy.retries:
-                    raise ServiceConnectionError(
-                        f"cannot reach {self._http.base_url}: {exc}") from exc
-                await _asleep(self._policy.delay(attempt + 1, None))
+                await _asleep(self._connect_retry(attempt, exc))
                 continue
-            if _should_retry(resp) and attempt < self._policy.retries:
-                await _asleep(self._policy.delay(attempt + 1, resp))
-                continue
-            if resp.is_success:
+            wait_s = self._answer_retry(attempt, resp)
+            if wait_s is None:
                 return resp
-            raise _error_for(resp, attempt + 1)
+            await _asleep(wait_s)
         raise AssertionError("unreachable")
 
-    async def _post(self, path: str, accept: str, build: Callable[[], dict[str, Any]],
-                    params: dict[str, int] | None = None) -> httpx.Response:
-        kwargs = await asyncio.to_thread(build)  # file reads and PNG encoding off the loop
-        return await self.request("POST", path, headers={"Accept": ACCEPT[accept]},
-                                  params=params, **kwargs)
+    async def _send(self, call: _Call[T]) -> T:
+        kwargs = await asyncio.to_thread(call.build)  # file reads and PNG encoding off the loop
+        return call.parse(await self.request("POST", call.path,
+                                             headers={"Accept": ACCEPT[call.accept]},
+                                             params=call.params, **kwargs))
 
     async def diff(self, reference: ImageInput, candidate: ImageInput,
                    config: Any = None) -> DiffResult:
-        resp = await self._post("/v1/diff", "json",
-                                lambda: _diff_request(reference, candidate, config))
-        return DiffResult.from_json(resp.json())
+        return await self._send(self._diff(reference, candidate, config, "json", _diff_result))
 
     async def diff_png(self, reference: ImageInput, candidate: ImageInput,
                        config: Any = None) -> bytes:
-        return (await self._post("/v1/diff", "png",
-                                 lambda: _diff_request(reference, candidate, config))).content
+        return await self._send(self._diff(reference, candidate, config, "png", _content))
 
     async def diff_npy(self, reference: ImageInput, candidate: ImageInput,
                        config: Any = None) -> np.ndarray:
-        resp = await self._post("/v1/diff", "npy",
-                                lambda: _diff_request(reference, candidate, config))
-        return _parse_npy(resp.content)
+        return await self._send(self._diff(reference, candidate, config, "npy", _npy))
 
     async def compare(self, reference: ImageInput, candidates: Sequence[ImageInput], *,
                       labels: Sequence[str] | None = None, baseline: str | None = None,
                       config: Any = None) -> CompareResult:
-        resp = await self._post("/v1/compare", "json", lambda: _compare_request(
-            reference, candidates, labels, baseline, config))
-        return CompareResult.from_json(resp.json())
+        return await self._send(self._compare(reference, candidates, labels, baseline, config,
+                                              "json", _compare_result))
 
     async def compare_figure(self, reference: ImageInput, candidates: Sequence[ImageInput], *,
                              labels: Sequence[str] | None = None, baseline: str | None = None,
                              config: Any = None, format: str = "png", dpi: int | None = None,
                              insets: int | None = None) -> bytes:
-        params = _figure_params(format, dpi, insets)
-        return (await self._post("/v1/compare", format, lambda: _compare_request(
-            reference, candidates, labels, baseline, config), params=params)).content
+        return await self._send(self._compare_figure(reference, candidates, labels, baseline,
+                                                     config, format, dpi, insets))
 
     async def diff_many(self, pairs: Iterable[tuple[ImageInput, ImageInput]], config: Any = None,
                         *, concurrency: int = 4, progress: bool = True,
                         return_exceptions: bool = False) -> list[DiffResult | ServiceError]:
         """As :meth:`Client.diff_many`, with at most ``concurrency`` requests in flight."""
         pairs = list(pairs)
-        if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+        _check_concurrency(concurrency)
         gate = asyncio.Semaphore(concurrency)
         bar = _progress(len(pairs), progress, "diff")
 

@@ -1,6 +1,7 @@
-"""A CVAT detector: ``POST /cvat/detect`` answers like CVAT's serverless functions, with
-difference regions as rectangles; ``init_context``/``handler`` run the same thing as a Nuclio
-function (``docker/function.yaml``), where the reference comes from ``DF_CVAT_REFERENCE``.
+"""A CVAT detector: ``POST /cvat/detect`` (:mod:`service.routes.cvat`) answers like CVAT's
+serverless functions, with difference regions as rectangles; ``init_context``/``handler``
+run the same thing as a Nuclio function (``docker/function.yaml``), where the reference
+comes from ``DF_CVAT_REFERENCE``.
 
 CVAT sends a detector ``{"image": <base64>, "threshold": <number>}`` (threshold only when
 set) and reads back ``[{"confidence", "label", "points": [xtl, ytl, xbr, ybr], "type"}]``,
@@ -12,43 +13,32 @@ region the pipeline reports, strongest first).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from core import Finder, PairResult, PipelineConfig
 from core.errors import DifferenceFinderError
 from core.images import Limits, decode_image
 
-from . import openapi as api_docs
-from .label_studio import request_schema
-from .problems import (
-    PROBLEM_MEDIA_TYPE,
-    ServiceError,
-    core_error,
-    parse_json_model,
-    problem_response,
-    validation_error,
-    validation_problem,
-)
+from .errors import MalformedJson, ServiceProblem, ValidationProblem
+from .forms import decode_json, validate
+from .images import ImageLoader
+from .problems import PROBLEM_MEDIA_TYPE, render
 from .schemas import TINY_PNG_B64
+from .settings import Settings
+from .workers import resolve_devices
 
-__all__ = ["LABEL", "DetectRequest", "detections", "handler", "init_context", "router"]
+__all__ = ["DETECT_EXAMPLE", "LABEL", "DetectRequest", "detections", "handler",
+           "init_context"]
 
 #: the one label this detector gives (function.yaml's spec lists it for CVAT's mapping)
 LABEL = "difference"
-
-router = APIRouter(prefix="/cvat", tags=["cvat"])
-
 
 class DetectRequest(BaseModel):
     """What CVAT sends a detector, plus the reference; unknown fields are ignored (CVAT
@@ -76,72 +66,9 @@ def detections(result: PairResult, threshold: float | None = None) -> list[dict[
              "type": "rectangle"} for r in keep]
 
 
-def _compute(config: PipelineConfig, ref: np.ndarray, cand: np.ndarray,
-             device: torch.device) -> PairResult:
-    """Runs in a worker thread on its device."""
-    return Finder.from_config(config, device).analyze(ref, cand, metrics=False)[0]
-
-
-async def _decode(state: Any, text: str, field: str, what: str) -> np.ndarray:
-    """Base64 field -> image, off the event loop; errors point at ``#/field``."""
-    loop = asyncio.get_running_loop()
-    try:
-        data = await loop.run_in_executor(state.executor, state.loader.unbase64, text, what)
-    except ServiceError as exc:
-        if exc.code != "validation-error":
-            raise
-        raise validation_problem([{"pointer": f"#/{field}", "loc": [field], "message":
-                                   exc.extra["errors"][0]["message"],
-                                   "type": "base64_decode"}]) from None
-    return await state.loader.decode(data, what)
-
-
-_EXAMPLE = [{"confidence": "0.91", "label": LABEL, "points": [120.0, 64.0, 152.0, 112.0],
-             "type": "rectangle"}]
-
-
-@router.post("/detect", summary="CVAT detector: difference regions as rectangles",
-             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                 "schema": request_schema(DetectRequest),
-                 "example": DetectRequest.model_config["json_schema_extra"][
-                     "examples"][0]}}}},  # type: ignore[index]
-             responses={200: {"description": "The regions, strongest first, as CVAT "
-                              "serverless detectors return shapes; confidence is the region's "
-                              "share of the total difference",
-                              "content": {"application/json": {"schema": {
-                                  "type": "array", "items": {"type": "object"}},
-                                  "example": _EXAMPLE}}},
-                        **{k: v for k, v in api_docs.DIFF_RESPONSES.items()
-                           if k in (400, 401, 413, 415, 422, 503, 504)}})
-async def detect(request: Request) -> JSONResponse:
-    """The frame (``image``) against the ``reference``, under the pipeline."""
-    from .app import _media_type, _wait_disconnect
-    from .workers import DeadlineExceeded
-
-    state = request.app.state.df
-    s = state.settings
-    if _media_type(request) != "application/json":
-        raise ServiceError(415, "unsupported-media-type", "send application/json (the body "
-                           "CVAT sends a detector)", accepted=["application/json"])
-    deadline = time.monotonic() + s.request_timeout
-    with state.pool.admit():
-        loop = asyncio.get_running_loop()
-        try:
-            body = await asyncio.wait_for(request.body(), s.request_timeout)
-            req: DetectRequest = await loop.run_in_executor(
-                state.executor, parse_json_model, body, DetectRequest)
-            ref, cand = await asyncio.wait_for(asyncio.gather(
-                _decode(state, req.reference, "reference", "reference"),
-                _decode(state, req.image, "image", "image")),
-                max(0.0, deadline - time.monotonic()))
-        except (TimeoutError, asyncio.TimeoutError):
-            state.metrics.rejected.labels("deadline").inc()
-            raise DeadlineExceeded(s.request_timeout) from None
-        config = req.config or s.annotation_config
-        result = await state.pool.run(lambda device: _compute(config, ref, cand, device),
-                                      deadline=deadline,
-                                      disconnected=lambda: _wait_disconnect(request))
-    return JSONResponse(detections(result, req.threshold))
+#: what :func:`detections` gives, for the documentation
+DETECT_EXAMPLE = [{"confidence": "0.91", "label": LABEL, "points": [120.0, 64.0, 152.0, 112.0],
+                   "type": "rectangle"}]
 
 
 # --- as a Nuclio function (docker/function.yaml) ---------------------------------------------
@@ -156,10 +83,6 @@ class _FunctionRequest(DetectRequest):
 def init_context(context: Any) -> None:
     """Nuclio start-up: the Finder built once on the first device of DF_DEVICES, and the
     fixed reference image read from the file DF_CVAT_REFERENCE (if set)."""
-    from .images import ImageLoader
-    from .settings import Settings
-    from .workers import resolve_devices
-
     settings = Settings()
     device = resolve_devices(settings.devices)[0]
     if device.type == "cpu":
@@ -174,9 +97,9 @@ def init_context(context: Any) -> None:
     user.finder = Finder.from_config(settings.annotation_config, device)
 
 
-def _problem(context: Any, err: ServiceError) -> Any:
+def _problem(context: Any, err: ServiceProblem) -> Any:
     """The service's problem+json body, as a Nuclio response."""
-    resp = problem_response(err.status, err.code, err.detail, title=err.title, **err.extra)
+    resp = render(err)
     return context.Response(body=bytes(resp.body).decode(), headers={},
                             content_type=PROBLEM_MEDIA_TYPE, status_code=err.status)
 
@@ -188,18 +111,10 @@ def handler(context: Any, event: Any) -> Any:
     try:
         raw = event.body
         if isinstance(raw, (bytes, bytearray, str)):
-            try:
-                raw = json.loads(raw)
-            except (ValueError, RecursionError) as exc:
-                raise ServiceError(400, "malformed-json", f"the body is not valid JSON "
-                                   f"({exc})", title="Malformed JSON") from None
+            raw = decode_json(raw)
         if not isinstance(raw, dict):
-            raise ServiceError(400, "malformed-json", "the body must be a JSON object",
-                               title="Malformed JSON")
-        try:
-            req = _FunctionRequest.model_validate(raw)
-        except ValidationError as exc:
-            raise validation_error(exc) from None
+            raise MalformedJson("the body must be a JSON object")
+        req = validate(_FunctionRequest, raw)
         loader = user.loader
 
         def image(text: str, what: str) -> np.ndarray:
@@ -211,10 +126,10 @@ def handler(context: Any, event: Any) -> Any:
         elif user.reference is not None:
             reference = user.reference
         else:
-            raise validation_problem([{"pointer": "#/reference", "loc": ["reference"],
-                                       "type": "missing", "message": "no reference: send "
-                                       "one, or set DF_CVAT_REFERENCE to an image file in "
-                                       "the function"}])
+            raise ValidationProblem([{"pointer": "#/reference", "loc": ["reference"],
+                                      "type": "missing", "message": "no reference: send "
+                                      "one, or set DF_CVAT_REFERENCE to an image file in "
+                                      "the function"}])
         cand = image(req.image, "image")
         finder = user.finder if req.config is None else Finder.from_config(
             req.config, user.finder.device)
@@ -222,6 +137,6 @@ def handler(context: Any, event: Any) -> Any:
         return context.Response(body=json.dumps(detections(result, req.threshold)),
                                 headers={}, content_type="application/json", status_code=200)
     except DifferenceFinderError as exc:
-        return _problem(context, core_error(exc))
-    except ServiceError as exc:
+        return _problem(context, ServiceProblem.from_core(exc))
+    except ServiceProblem as exc:
         return _problem(context, exc)

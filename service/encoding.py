@@ -1,5 +1,6 @@
-"""Response bodies for a computed pair: JSON (map as base64 little-endian float32),
-``.npy``, or a PNG heatmap drawn by :mod:`core.render`; and Accept negotiation."""
+"""Response bodies: for a computed pair JSON (map as base64 little-endian float32),
+``.npy`` or a PNG heatmap drawn by :mod:`core.render`; for a comparison JSON or the
+figure; and Accept negotiation."""
 
 from __future__ import annotations
 
@@ -8,23 +9,45 @@ import io
 import json
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from core import PairResult, PipelineConfig
+from core.compare import Comparison
+from core.figure import IMPROVEMENT_COLORMAP, figure_bytes
+from core.figure import MEDIA_TYPES as FIGURE_MEDIA_TYPES
 from core.metrics import finite_or_none
-from core.render import heatmap_png
+from core.regions import Region
+from core.render import RenderConfig, colorbar, heatmap, heatmap_png, to_png
 
-from .problems import ServiceError
+from .errors import NotAcceptable
 
-__all__ = ["JSON", "MEDIA_TYPES", "NPY", "PNG", "encode", "map_payload", "negotiate"]
+__all__ = [
+    "COMPARE_MEDIA_TYPES",
+    "FIGURE_FORMAT",
+    "JSON",
+    "MEDIA_TYPES",
+    "NPY",
+    "PNG",
+    "comparison_bytes",
+    "encode",
+    "map_payload",
+    "negotiate",
+    "regions_json",
+]
 
 JSON = "application/json"
 PNG = "image/png"
 NPY = "application/x-npy"
 #: what POST /v1/diff can answer, the default first
 MEDIA_TYPES = (JSON, PNG, NPY)
+#: what POST /v1/compare can answer, the default first
+COMPARE_MEDIA_TYPES = (JSON, FIGURE_MEDIA_TYPES["png"], FIGURE_MEDIA_TYPES["svg"],
+                       FIGURE_MEDIA_TYPES["pdf"])
+#: figure media type -> its format name (and file extension)
+FIGURE_FORMAT = {media: fmt for fmt, media in FIGURE_MEDIA_TYPES.items()}
 
 
 def _parse_accept(header: str) -> list[tuple[str, float, int]]:
@@ -78,8 +101,7 @@ def negotiate(accept: str | None, offered: tuple[str, ...] = MEDIA_TYPES) -> str
         if best is None or key > best:
             best, choice = key, media_type
     if choice is None:
-        raise ServiceError(406, "not-acceptable", f"cannot answer with {accept!r}; "
-                           f"available: {', '.join(offered)}", available=list(offered))
+        raise NotAcceptable(accept, offered)
     return choice
 
 
@@ -88,6 +110,22 @@ def map_payload(m: np.ndarray) -> dict[str, Any]:
     le = np.ascontiguousarray(m, dtype="<f4")
     return {"dtype": "float32", "shape": list(le.shape),
             "data": base64.b64encode(le.tobytes()).decode("ascii")}
+
+
+def _stamp(timing_ms: dict[str, float], start: float, arrived: float) -> None:
+    """Fill in ``encode`` (since ``start``) and ``total`` (since ``arrived``)."""
+    end = time.perf_counter()
+    timing_ms["encode"] = (end - start) * 1e3
+    timing_ms["total"] = (end - arrived) * 1e3
+
+
+def regions_json(regions: Sequence[Region]) -> list[dict[str, Any]]:
+    """Regions as JSON objects, strongest first, non-finite scores as null."""
+    out = sorted((r.to_dict() for r in regions), key=lambda r: -r["score"])
+    for r in out:
+        for key in ("score", "peak", "mean"):
+            r[key] = finite_or_none(float(r[key]))
+    return out
 
 
 def npy_bytes(m: np.ndarray) -> bytes:
@@ -101,13 +139,8 @@ def json_bytes(result: PairResult, config: PipelineConfig, timing_ms: dict[str, 
     """The JSON response body; ``timing_ms`` gets ``encode`` and ``total`` filled in."""
     start = time.perf_counter()
     payload = map_payload(result.map)
-    regions = sorted((r.to_dict() for r in result.regions), key=lambda r: -r["score"])
-    for r in regions:
-        for key in ("score", "peak", "mean"):
-            r[key] = finite_or_none(r[key])
-    end = time.perf_counter()
-    timing_ms["encode"] = (end - start) * 1e3
-    timing_ms["total"] = (end - arrived) * 1e3
+    regions = regions_json(result.regions)
+    _stamp(timing_ms, start, arrived)
     body = {
         "map": payload,
         "metrics": {name: finite_or_none(v) for name, v in result.metrics.items()},
@@ -126,7 +159,66 @@ def encode(media: str, result: PairResult, config: PipelineConfig,
         return json_bytes(result, config, timing_ms, arrived)
     start = time.perf_counter()
     body = npy_bytes(result.map) if media == NPY else heatmap_png(result.map, config.render)
-    end = time.perf_counter()
-    timing_ms["encode"] = (end - start) * 1e3
-    timing_ms["total"] = (end - arrived) * 1e3
+    _stamp(timing_ms, start, arrived)
     return body
+
+
+# --- POST /v1/compare ---------------------------------------------------------------
+
+
+def _data_url(img: Any) -> str:
+    return "data:image/png;base64," + base64.b64encode(to_png(img)).decode("ascii")
+
+
+def _json_body(c: Comparison, heatmaps: bool) -> dict[str, Any]:
+    cmap = c.config.render.colormap
+    vmin, vmax = c.scale
+    shared = RenderConfig(colormap=cmap, vmin=vmin, vmax=vmax)
+    body: dict[str, Any] = {
+        "scale": {"vmin": vmin, "vmax": vmax},
+        "metric": c.metric_key,
+        "higher_is_better": c.higher_is_better,
+        "candidates": [{
+            "label": cand.label, "map": map_payload(cand.map),
+            "metrics": {k: finite_or_none(v) for k, v in cand.metrics.items()},
+            "skipped": cand.skipped, "regions": regions_json(cand.regions),
+            **({"heatmap": _data_url(heatmap(cand.map, shared))} if heatmaps else {}),
+        } for cand in c.candidates],
+        "baseline": c.baseline,
+        "improvement": [],
+        "improvement_scale": None,
+        "tolerance": c.tolerance,
+        "config": c.config.model_dump(mode="json"),
+    }
+    if heatmaps:
+        body["colorbar"] = _data_url(colorbar(256, cmap, vmin, vmax, c.config.render.label))
+    if c.improvement_scale is not None:
+        lo, hi = c.improvement_scale
+        body["improvement_scale"] = {"vmin": lo, "vmax": hi}
+        diverging = RenderConfig(colormap=IMPROVEMENT_COLORMAP, vmin=lo, vmax=hi)
+        for gain in c.improvement:
+            body["improvement"].append({
+                "label": gain.label, "map": map_payload(gain.map),
+                "improved_fraction": gain.improved_fraction,
+                "worsened_fraction": gain.worsened_fraction,
+                **({"heatmap": _data_url(heatmap(gain.map, diverging))} if heatmaps else {}),
+            })
+        if heatmaps:
+            body["improvement_colorbar"] = _data_url(colorbar(
+                256, IMPROVEMENT_COLORMAP, lo, hi, f"gain over {c.baseline}"[:80]))
+    return body
+
+
+def comparison_bytes(media: str, c: Comparison, timing: dict[str, float], arrived: float,
+                     dpi: int, insets: int, heatmaps: bool) -> bytes:
+    """The answer of /v1/compare as ``media``: JSON, or the figure (PNG, SVG, PDF);
+    ``timing`` gets ``encode`` and ``total`` filled in."""
+    start = time.perf_counter()
+    if media != JSON:
+        out = figure_bytes(c, FIGURE_FORMAT[media], dpi, insets=insets)
+        _stamp(timing, start, arrived)
+        return out
+    body = _json_body(c, heatmaps)
+    _stamp(timing, start, arrived)
+    body["timing_ms"] = {k: round(v, 3) for k, v in timing.items()}
+    return json.dumps(body, allow_nan=False, separators=(",", ":")).encode()

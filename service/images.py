@@ -1,5 +1,5 @@
 """Request images to numpy arrays: sizes checked before any decoding, decoding in a thread
-pool (never on the event loop), URLs through :mod:`service.fetch`."""
+pool (never on the event loop), URLs through :mod:`service.urlfetch`."""
 
 from __future__ import annotations
 
@@ -13,19 +13,13 @@ import numpy as np
 
 from core.images import Limits, decode_image
 
-from .fetch import Fetcher
-from .problems import ServiceError, validation_problem
+from .errors import PayloadTooLarge, ValidationProblem
 from .schemas import ImageInput
+from .urlfetch import Fetcher
 
-__all__ = ["ImageLoader", "too_large"]
+__all__ = ["ImageLoader"]
 
 _DATA_URL = re.compile(r"^data:[\w.+/-]*(;[\w.+-]+=[\w.+-]+)*;base64,", re.IGNORECASE)
-
-
-def too_large(what: str, size: int, limit: int) -> ServiceError:
-    return ServiceError(413, "payload-too-large",
-                        f"{what}: {size} bytes exceeds the limit of {limit} bytes per image",
-                        field=what, limit=limit)
 
 
 class ImageLoader:
@@ -40,7 +34,7 @@ class ImageLoader:
 
     def check_size(self, size: int, what: str) -> None:
         if size > self.max_bytes:
-            raise too_large(what, size, self.max_bytes)
+            raise PayloadTooLarge(self.max_bytes, what, size=size)
 
     async def decode(self, data: bytes, what: str) -> np.ndarray:
         """Encoded file bytes -> array; header limits first, pixels in the thread pool."""
@@ -58,9 +52,8 @@ class ImageLoader:
         try:
             return base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise validation_problem([{
-                "pointer": f"#/{what}/data", "loc": [what, "data"],
-                "message": f"not valid base64 ({exc})", "type": "base64_decode"}]) from None
+            raise ValidationProblem.at([what, "data"], f"not valid base64 ({exc})",
+                                       "base64_decode") from None
 
     async def load(self, image: ImageInput, what: str) -> np.ndarray:
         """An :class:`ImageInput` (url or data) -> decoded array."""

@@ -12,14 +12,10 @@ from collections.abc import Iterable
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .problems import ServiceError, problem_response
+from .errors import PayloadTooLarge, Unauthorized
+from .problems import render
 
 __all__ = ["ApiKeyMiddleware", "BodyLimitMiddleware"]
-
-
-def _too_large(limit: int) -> ServiceError:
-    return ServiceError(413, "payload-too-large",
-                        f"the request body exceeds the limit of {limit} bytes", limit=limit)
 
 
 class BodyLimitMiddleware:
@@ -35,9 +31,7 @@ class BodyLimitMiddleware:
             return
         declared = Headers(scope=scope).get("content-length")
         if declared is not None and declared.strip().isdigit() and int(declared) > self.limit:
-            err = _too_large(self.limit)
-            response = problem_response(err.status, err.code, err.detail,
-                                        headers={"Connection": "close"}, **err.extra)
+            response = render(PayloadTooLarge(self.limit), headers={"Connection": "close"})
             await response(scope, receive, send)
             return
         seen = 0
@@ -48,7 +42,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _too_large(self.limit)
+                    raise PayloadTooLarge(self.limit)
             return message
 
         await self.app(scope, limited_receive, send)
@@ -82,8 +76,4 @@ class ApiKeyMiddleware:
         if self._allowed(Headers(scope=scope).get("authorization")):
             await self.app(scope, receive, send)
             return
-        response = problem_response(
-            401, "unauthorized", "this server needs an API key: send "
-            "'Authorization: Bearer <key>'", title="Unauthorized",
-            headers={"WWW-Authenticate": 'Bearer realm="difference-finder"'})
-        await response(scope, receive, send)
+        await render(Unauthorized())(scope, receive, send)

@@ -2,7 +2,8 @@
 
 Problem ``type`` URIs are ``urn:difference-finder:problem:<code>``; ``code`` is also sent
 on its own. Invalid fields are listed in ``errors`` with a JSON pointer into the request
-(``#/config/post_processor/1/sigma``) and their location as a list.
+(``#/config/post_processor/1/sigma``) and their location as a list. The errors themselves
+are :mod:`service.errors`; this module renders them and installs the handlers.
 """
 
 from __future__ import annotations
@@ -22,37 +23,25 @@ from starlette.responses import Response
 
 from core.errors import DifferenceFinderError
 
+from .errors import ServiceProblem, ValidationProblem, title_for
+
 __all__ = [
     "PROBLEM_MEDIA_TYPE",
     "TYPE_PREFIX",
     "FieldError",
     "Problem",
-    "ServiceError",
     "field_errors",
     "install_handlers",
     "pointer",
     "problem_response",
+    "render",
+    "validation_error",
 ]
 
 log = logging.getLogger("service")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:difference-finder:problem:"
-
-#: Titles for core's error codes (a title is the same for every problem of a type).
-_TITLES = {
-    "error": "Difference Finder error",
-    "invalid-input": "Invalid input image",
-    "undecodable-image": "Image cannot be decoded",
-    "shape-mismatch": "Images differ in size or channels",
-    "unpaired-files": "Unpaired files",
-    "invalid-config": "Invalid pipeline configuration",
-    "metric-not-applicable": "Metric not applicable to these images",
-    "weights-missing": "Model weights missing",
-    "device-unavailable": "Compute device unavailable",
-    "validation-error": "Invalid request",
-    "internal-error": "Internal server error",
-}
 
 
 class FieldError(BaseModel):
@@ -84,20 +73,6 @@ class Problem(BaseModel):
     errors: list[FieldError] | None = Field(None, description="invalid fields, if any")
 
 
-class ServiceError(Exception):
-    """An error the service raises on purpose; becomes a problem response."""
-
-    def __init__(self, status: int, code: str, detail: str, *, title: str | None = None,
-                 headers: Mapping[str, str] | None = None, **extra: Any) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
-        self.title = title or _TITLES.get(code) or HTTPStatus(status).phrase
-        self.headers = dict(headers or {})
-        self.extra = extra
-
-
 def _jsonable(value: Any) -> Any:
     """Extension members as plain JSON (no NaN/inf, no arbitrary objects)."""
     if isinstance(value, float):
@@ -116,7 +91,7 @@ def problem_response(status: int, code: str, detail: str, *, title: str | None =
     """Build an ``application/problem+json`` response."""
     body = {
         "type": TYPE_PREFIX + code,
-        "title": title or _TITLES.get(code) or HTTPStatus(status).phrase,
+        "title": title or title_for(status, code),
         "status": status,
         "detail": detail,
         "code": code,
@@ -124,6 +99,12 @@ def problem_response(status: int, code: str, detail: str, *, title: str | None =
     }
     return Response(json.dumps(body, allow_nan=False).encode(), status_code=status,
                     headers=dict(headers or {}), media_type=PROBLEM_MEDIA_TYPE)
+
+
+def render(err: ServiceProblem, headers: Mapping[str, str] | None = None) -> Response:
+    """``err`` as its problem response (``headers`` replace the error's own)."""
+    return problem_response(err.status, err.code, err.detail, title=err.title,
+                            headers=err.headers if headers is None else headers, **err.extra)
 
 
 def pointer(loc: Iterable[str | int]) -> str:
@@ -143,35 +124,22 @@ def field_errors(errors: Sequence[Mapping[str, Any]], prefix: Sequence[str | int
     return out
 
 
-def validation_problem(errors: list[dict[str, Any]]) -> ServiceError:
-    """A 422 naming every invalid field; ``detail`` spells out the first ones."""
-    shown = [f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['message']}" for e in errors[:3]]
-    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
-    return ServiceError(422, "validation-error", "; ".join(shown) + more, errors=errors)
-
-
-def validation_error(exc: ValidationError, prefix: Sequence[str | int] = ()) -> ServiceError:
+def validation_error(exc: ValidationError, prefix: Sequence[str | int] = ()
+                     ) -> ValidationProblem:
     """A 422 problem for a pydantic ``ValidationError`` found under ``prefix``."""
-    return validation_problem(field_errors(exc.errors(include_url=False), prefix))
-
-
-def core_error(exc: DifferenceFinderError) -> ServiceError:
-    """Map core's typed exceptions (they carry ``code`` and ``status``)."""
-    return ServiceError(exc.status, exc.code, exc.message, **exc.extra)
+    return ValidationProblem(field_errors(exc.errors(include_url=False), prefix))
 
 
 def install_handlers(app: FastAPI) -> None:
     """Route every exception type to a problem response."""
 
-    @app.exception_handler(ServiceError)
-    async def _service(_: Request, exc: ServiceError) -> Response:
-        return problem_response(exc.status, exc.code, exc.detail, title=exc.title,
-                                headers=exc.headers, **exc.extra)
+    @app.exception_handler(ServiceProblem)
+    async def _service(_: Request, exc: ServiceProblem) -> Response:
+        return render(exc)
 
     @app.exception_handler(DifferenceFinderError)
     async def _core(_: Request, exc: DifferenceFinderError) -> Response:
-        err = core_error(exc)
-        return problem_response(err.status, err.code, err.detail, **err.extra)
+        return render(ServiceProblem.from_core(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> Response:
@@ -181,8 +149,7 @@ def install_handlers(app: FastAPI) -> None:
             if loc[:1] == ["body"]:
                 loc = loc[1:]
             errors.extend(field_errors([{**e, "loc": loc}]))
-        err = validation_problem(errors)
-        return problem_response(err.status, err.code, err.detail, **err.extra)
+        return render(ValidationProblem(errors))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
@@ -196,16 +163,3 @@ def install_handlers(app: FastAPI) -> None:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(500, "internal-error",
                                 "the server failed on this request; it has been logged")
-
-
-def parse_json_model(body: bytes, model: type[BaseModel]) -> Any:
-    """A JSON body validated as ``model``: 400 when not JSON, 422 naming invalid fields."""
-    try:
-        raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise ServiceError(400, "malformed-json", f"the body is not valid JSON ({exc})",
-                           title="Malformed JSON") from None
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        raise validation_error(exc) from None

@@ -18,6 +18,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from core import PipelineConfig
 from core.weights import BACKBONES
 
+from .urlfetch import UrlPolicy
+
 __all__ = ["Settings"]
 
 _MiB = 1024 * 1024
@@ -147,8 +149,6 @@ class Settings(BaseSettings):
     @field_validator("url_allowlist")
     @classmethod
     def _allowlist(cls, value: list[str]) -> list[str]:
-        from .fetch import UrlPolicy
-
         UrlPolicy(allowlist=tuple(value))  # raises ValueError naming a malformed entry
         return value
 

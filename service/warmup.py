@@ -12,7 +12,7 @@ import torch
 
 from core import MODEL_CACHE, Finder, WeightsMissingError
 
-from .metrics import Metrics
+from .prometheus import Metrics
 
 __all__ = ["Warmup"]
 

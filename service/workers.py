@@ -22,46 +22,15 @@ from typing import Any, Generic, TypeVar
 
 import torch
 
-from .metrics import Metrics
-from .problems import ServiceError
+from core.finder import resolve_device
 
-__all__ = [
-    "Admission",
-    "ClientDisconnected",
-    "DeadlineExceeded",
-    "QueueFull",
-    "WorkerPool",
-    "resolve_devices",
-]
+from .errors import ClientDisconnected, DeadlineExceeded, OutOfMemory, QueueFull
+from .prometheus import Metrics
+
+__all__ = ["Admission", "WorkerPool", "resolve_devices"]
 
 log = logging.getLogger("service.workers")
 T = TypeVar("T")
-
-
-class QueueFull(ServiceError):
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(503, "queue-full", "the server is at capacity; retry after "
-                         f"{retry_after} s", title="Server busy",
-                         headers={"Retry-After": str(retry_after)}, retry_after=retry_after)
-
-
-class DeadlineExceeded(ServiceError):
-    def __init__(self, timeout: float) -> None:
-        super().__init__(504, "deadline-exceeded", f"the request was not done within its "
-                         f"deadline of {timeout:g} s", title="Request deadline exceeded")
-
-
-class ClientDisconnected(ServiceError):
-    def __init__(self) -> None:
-        super().__init__(499, "client-closed-request", "the client went away; its work was "
-                         "dropped", title="Client closed request")
-
-
-class OutOfMemory(ServiceError):
-    def __init__(self, device: str) -> None:
-        super().__init__(503, "out-of-memory", f"{device} ran out of memory on this request; "
-                         "try smaller images or retry later", title="Out of memory",
-                         headers={"Retry-After": "5"}, device=device)
 
 
 def resolve_devices(names: list[str], cpu_workers: int = 1) -> list[torch.device]:
@@ -70,8 +39,6 @@ def resolve_devices(names: list[str], cpu_workers: int = 1) -> list[torch.device
     ``auto`` is every GPU, else the CPU; the CPU named as ``cpu`` gets ``cpu_workers``
     workers (explicit ``cpu:N`` entries get one each).
     """
-    from core.finder import resolve_device
-
     if names == ["auto"]:
         if torch.cuda.is_available() and torch.cuda.device_count() > 0:
             return [torch.device("cuda", i) for i in range(torch.cuda.device_count())]

@@ -443,9 +443,9 @@ def test_cors_only_for_configured_origins():
 def test_errors_in_one_request_leave_the_worker_serving(monkeypatch, client, pair_png):
     import torch
 
-    import service.app as service_app
+    import service.routes.diff as diff_route
 
-    real = service_app._compute
+    real = diff_route.compute
     calls = {"n": 0}
 
     def flaky(config, ref, cand, device):
@@ -456,7 +456,7 @@ def test_errors_in_one_request_leave_the_worker_serving(monkeypatch, client, pai
             raise RuntimeError("secret internal detail")
         return real(config, ref, cand, device)
 
-    monkeypatch.setattr(service_app, "_compute", flaky)
+    monkeypatch.setattr(diff_route, "compute", flaky)
     body = assert_problem(post_files(client, *pair_png), 503, "out-of-memory")
     assert body["device"] == "cpu"
     body = assert_problem(post_files(client, *pair_png), 500, "internal-error")
@@ -467,9 +467,9 @@ def test_errors_in_one_request_leave_the_worker_serving(monkeypatch, client, pai
 
 
 def test_deadline_gives_504(monkeypatch, pair_png):
-    import service.app as service_app
+    import service.routes.diff as diff_route
 
-    monkeypatch.setattr(service_app, "_compute", lambda *a: time.sleep(1.0))
+    monkeypatch.setattr(diff_route, "compute", lambda *a: time.sleep(1.0))
     with _client(request_timeout=0.3) as c:
         wait_ready(c)
         start = time.monotonic()

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.fetch import Fetcher, UrlPolicy, _address_allowed, sniff_image
-from service.problems import ServiceError
+from service.errors import ServiceProblem
+from service.urlfetch import Fetcher, UrlPolicy, address_allowed, sniff_image
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -130,8 +130,8 @@ def fetch(url: str, *, allow_private: bool = True, max_bytes: int = 10**6,
     return asyncio.run(main())
 
 
-def problem(url: str, **kwargs) -> ServiceError:
-    with pytest.raises(ServiceError) as info:
+def problem(url: str, **kwargs) -> ServiceProblem:
+    with pytest.raises(ServiceProblem) as info:
         fetch(url, **kwargs)
     return info.value
 
@@ -174,7 +174,7 @@ def test_only_plain_http_urls(url, site):
 def test_address_policy(address, allowed):
     import ipaddress
 
-    assert _address_allowed(ipaddress.ip_address(address)) is allowed
+    assert address_allowed(ipaddress.ip_address(address)) is allowed
 
 
 def test_redirects_followed_up_to_the_limit(site, image_bytes):
@@ -238,7 +238,7 @@ def test_url_input_over_http(site, image_bytes):
 def test_embedded_ipv4_is_named():
     import ipaddress
 
-    from service.fetch import refusal
+    from service.urlfetch import refusal
 
     assert "127.0.0.1" in refusal(ipaddress.ip_address("2002:7f00:1::"))
     assert "127.0.0.1" in refusal(ipaddress.ip_address("64:ff9b::7f00:1"))
@@ -409,12 +409,12 @@ def test_allowlist_setting(monkeypatch):
 def test_allowlisted_prefix_opens_nothing_else_on_a_reused_connection(site, image_bytes):
     """After an allowlisted fetch, the same fetcher (pooled connection to that origin)
     still refuses a path outside the prefix, before sending anything."""
-    async def main() -> tuple[bytes, ServiceError]:
+    async def main() -> tuple[bytes, ServiceProblem]:
         f = Fetcher(UrlPolicy(allowlist=(site.base + "/img.png",)), max_bytes=10**6,
                     timeout=5.0, connect_timeout=2.0, max_redirects=3)
         try:
             data = await f.fetch(site.base + "/img.png", "reference")
-            with pytest.raises(ServiceError) as info:
+            with pytest.raises(ServiceProblem) as info:
                 await f.fetch(site.base + "/lying-png", "candidate")
             return data, info.value
         finally:

@@ -247,7 +247,7 @@ def test_missing_and_extra_parts(client, files) -> None:
 
 
 def test_too_many_candidates(client, files) -> None:
-    from service.compare import MAX_CANDIDATES
+    from service.schemas import MAX_CANDIDATES
 
     names = ("ours",) * (MAX_CANDIDATES + 1)
     body = assert_problem(post_multipart(client, files, names=names), 422, "validation-error")

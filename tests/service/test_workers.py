@@ -10,14 +10,9 @@ import time
 import pytest
 import torch
 
-from service.metrics import Metrics
-from service.workers import (
-    ClientDisconnected,
-    DeadlineExceeded,
-    QueueFull,
-    WorkerPool,
-    resolve_devices,
-)
+from service.errors import ClientDisconnected, DeadlineExceeded, QueueFull
+from service.prometheus import Metrics
+from service.workers import WorkerPool, resolve_devices
 
 CPU = torch.device("cpu")
 

@@ -24,9 +24,9 @@ from urllib.parse import urljoin, urlsplit
 import httpcore
 import httpx
 
-from .problems import ServiceError
+from .errors import FetchFailed, NotAnImage, PayloadTooLarge, UrlRefused
 
-__all__ = ["Fetcher", "UrlPolicy", "UrlRefused", "sniff_image"]
+__all__ = ["Fetcher", "UrlPolicy", "address_allowed", "refusal", "sniff_image"]
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 
@@ -54,18 +54,6 @@ _PRIVATE_OK: contextvars.ContextVar[bool] = contextvars.ContextVar("df_private_o
 _WHAT: contextvars.ContextVar[str] = contextvars.ContextVar("df_what", default="url")
 
 
-class UrlRefused(ServiceError):
-    def __init__(self, what: str, detail: str) -> None:
-        super().__init__(422, "url-refused", f"{what}: {detail}", title="URL refused",
-                         field=what)
-
-
-class FetchFailed(ServiceError):
-    def __init__(self, what: str, detail: str, status: int = 422) -> None:
-        super().__init__(status, "url-fetch-failed", f"{what}: {detail}",
-                         title="URL could not be fetched", field=what)
-
-
 def refusal(ip: IPAddress) -> str | None:
     """Why ``ip`` must not be fetched from, or None for a public unicast address."""
     if isinstance(ip, ipaddress.IPv6Address):
@@ -88,7 +76,7 @@ def refusal(ip: IPAddress) -> str | None:
     return None
 
 
-def _address_allowed(ip: IPAddress) -> bool:
+def address_allowed(ip: IPAddress) -> bool:
     """Public unicast only (see :func:`refusal`)."""
     return refusal(ip) is None
 
@@ -302,12 +290,12 @@ class Fetcher:
     async def _read(self, resp: httpx.Response, what: str) -> bytes:
         declared = resp.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            raise _too_large(what, self.max_bytes)
+            raise PayloadTooLarge(self.max_bytes, what)
         chunks, size, sniffed = [], 0, False
         async for chunk in resp.aiter_raw():
             size += len(chunk)
             if size > self.max_bytes:
-                raise _too_large(what, self.max_bytes)
+                raise PayloadTooLarge(self.max_bytes, what)
             chunks.append(chunk)
             if not sniffed and size >= 12:
                 _sniff(b"".join(chunks), resp, what)
@@ -322,20 +310,12 @@ def _sniff(head: bytes, resp: httpx.Response, what: str) -> None:
     """Refuse a body whose first bytes are not a supported image, whatever its headers say."""
     if sniff_image(head) is None:
         declared = resp.headers.get("content-type", "none")
-        raise ServiceError(  # the same code as an upload that is not an image
-            422, "undecodable-image",
-            f"{what}: the URL's content is not a PNG, JPEG, WebP, TIFF or BMP image "
-            f"(judged from its bytes {head[:8]!r}; declared content type {declared!r})",
-            field=what)
+        raise NotAnImage(what, "the URL's content is not a PNG, JPEG, WebP, TIFF or BMP image "
+                         f"(judged from its bytes {head[:8]!r}; declared content type "
+                         f"{declared!r})")
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
     """(scheme, host, port) of an already checked URL."""
     parts = urlsplit(url)
     return parts.scheme, (parts.hostname or "").lower(), parts.port
-
-
-def _too_large(what: str, limit: int) -> ServiceError:
-    return ServiceError(413, "payload-too-large",
-                        f"{what}: the image is larger than the limit of {limit} bytes",
-                        field=what, limit=limit)

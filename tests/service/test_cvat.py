@@ -26,7 +26,7 @@ from service.app import create_app
 from service.settings import Settings
 from tests.conftest import assert_problem, png
 
-FUNCTION_YAML = Path(__file__).resolve().parents[1] / "docker" / "function.yaml"
+FUNCTION_YAML = Path(__file__).resolve().parents[2] / "docker" / "function.yaml"
 # y, x, height, width of the painted block: 768 px, 1.6% of the 256x192 frame, inside the
 # share the default regions threshold (the 98th percentile of the map) can mark
 EDIT = (60, 150, 24, 32)

@@ -491,7 +491,7 @@ def test_client_imports_without_fastapi_or_torch():
         "from service.client import Client, AsyncClient\n"
         "print('ok')\n"
     )
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -550,7 +550,7 @@ def real_server(tmp_path_factory):
     env = {**os.environ, "DF_DEVICES": "cpu:0,cpu:1", "DF_QUEUE_SIZE": "8",
            "TORCH_HOME": str(home),
            "DF_ACCESS_LOG": "false", "DF_TORCH_THREADS": "1"}
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen([sys.executable, "-m", "service", "--port", str(port)], cwd=root,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"

@@ -9,7 +9,7 @@ import pytest
 
 from service.openapi import render
 
-SPEC = Path(__file__).resolve().parents[1] / "openapi" / "openapi.json"
+SPEC = Path(__file__).resolve().parents[2] / "openapi" / "openapi.json"
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ with warnings.catch_warnings():  # starlette's note about httpx in its TestClien
 from core import Finder, PipelineConfig
 from core.regions import region_mask
 from service.app import create_app
+from service.errors import ServiceProblem
 from service.label_studio import (
     encode_rle,
     mask_to_rle,
@@ -35,7 +36,6 @@ from service.label_studio import (
     parse_label_config,
     resolve_task_url,
 )
-from service.problems import ServiceError
 from service.settings import Settings
 from tests.conftest import assert_problem, png, wait_ready
 
@@ -439,7 +439,7 @@ def test_label_config_picks_the_candidate_image_and_first_label():
     "<View><Image name='i' value='$candidate'/><Choices name='c' toName='i'/></View>",
 ])
 def test_label_config_without_a_usable_control(xml):
-    with pytest.raises(ServiceError) as err:
+    with pytest.raises(ServiceProblem) as err:
         parse_label_config(xml)
     assert err.value.status == 422 and "RectangleLabels" in err.value.detail
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 K8S = DOCKER / "k8s"
 BIN = Path(sys.executable).parent
@@ -282,7 +282,7 @@ def test_configmap_names_real_settings_and_kustomization_lists_all():
 
 def test_queue_depth_metric_is_exported_by_the_service():
     """The HPA's metric name is one the service really exposes on /metrics."""
-    from service.metrics import Metrics
+    from service.prometheus import Metrics
 
     names = {m.name for m in Metrics().registry.collect()}
     assert "df_queue_depth" in names

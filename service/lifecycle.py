@@ -1,0 +1,132 @@
+"""The one path of a computing request: admitted (or 503 at once), prepared (body parsed,
+images decoded) within its deadline, computed on the worker pool while the client is
+watched, encoded off the event loop, answered with Server-Timing.
+
+Routes describe their work as a :class:`Work` and call :func:`respond`; a route that
+computes several steps under one admission (Label Studio's tasks) uses :class:`Exchange`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import torch
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .encoding import JSON, negotiate
+from .errors import ClientDisconnected, DeadlineExceeded
+from .forms import require_media
+from .state import ServiceState
+from .workers import Admission
+
+__all__ = ["Exchange", "Work", "respond", "server_timing"]
+
+P = TypeVar("P")
+R = TypeVar("R")
+
+
+def server_timing(timing_ms: Mapping[str, float]) -> str:
+    """The ``Server-Timing`` header value: ``stage;dur=ms`` for each stage."""
+    return ", ".join(f"{k};dur={v:.1f}" for k, v in timing_ms.items())
+
+
+async def wait_disconnect(request: Request) -> None:
+    """Returns when the client has gone away (the body is read by then)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+class Exchange:
+    """One request's place in the service, and the steps it takes there."""
+
+    def __init__(self, request: Request, state: ServiceState) -> None:
+        self.request = request
+        self.state = state
+        self.arrived = time.perf_counter()
+        self.deadline = self.new_deadline()
+
+    def new_deadline(self) -> float:
+        """``time.monotonic()`` value a step started now must be done by."""
+        return time.monotonic() + self.state.settings.request_timeout
+
+    def admit(self) -> Admission:
+        return self.state.pool.admit()
+
+    async def offload(self, fn: Callable[..., R], *args: Any) -> R:
+        """``fn(*args)`` on the I/O thread pool (parsing, encoding: never on the loop)."""
+        return await asyncio.get_running_loop().run_in_executor(self.state.executor, fn, *args)
+
+    async def prepare(self, work: Awaitable[P], deadline: float | None = None) -> P:
+        """Await ``work`` (reading and decoding) within the deadline; 504 past it."""
+        deadline = self.deadline if deadline is None else deadline
+        try:
+            return await asyncio.wait_for(work, max(0.0, deadline - time.monotonic()))
+        except (TimeoutError, asyncio.TimeoutError):
+            self.state.metrics.rejected.labels("deadline").inc()
+            raise DeadlineExceeded(self.state.settings.request_timeout) from None
+
+    async def ensure_connected(self) -> None:
+        """499 when the client is gone already: queue nothing for it."""
+        if await self.request.is_disconnected():
+            self.state.metrics.rejected.labels("disconnected").inc()
+            raise ClientDisconnected()
+
+    async def compute(self, fn: Callable[[torch.device], R],
+                      deadline: float | None = None) -> tuple[R, float]:
+        """``fn(device)`` on a worker, dropped if the client leaves or the deadline passes;
+        returns the result and the milliseconds the worker spent on it."""
+        def timed(device: torch.device) -> tuple[R, float]:
+            start = time.perf_counter()
+            result = fn(device)
+            return result, (time.perf_counter() - start) * 1e3
+
+        await self.ensure_connected()
+        return await self.state.pool.run(
+            timed, deadline=self.deadline if deadline is None else deadline,
+            disconnected=lambda: wait_disconnect(self.request))
+
+
+@dataclass
+class Work(Generic[P, R]):
+    """What a computing route does: ``prepare`` the inputs, ``compute`` on a device,
+    ``encode`` the answer as the negotiated media type (filling ``timing`` with
+    ``encode`` and ``total``; ``arrived`` is the request's ``perf_counter()``)."""
+
+    prepare: Callable[[], Awaitable[P]]
+    compute: Callable[[P, torch.device], R]
+    encode: Callable[[str, P, R, dict[str, float], float], bytes]
+    #: the stages of the worker's time, from the result and its milliseconds
+    stages: Callable[[R, float], Mapping[str, float]] = lambda _, ms: {"compute": ms}
+    offered: tuple[str, ...] | None = None  # answer types; None: JSON, Accept ignored
+    accepted: tuple[str, ...] = (JSON,)  # request body types
+    unsupported_detail: str | None = None  # the 415's detail, if not the generic one
+    server_timing: bool = True
+    headers: Callable[[str], dict[str, str]] = field(default=lambda _: {})
+
+
+async def respond(request: Request, state: ServiceState, work: Work[P, R]) -> Response:
+    """Run ``work`` through the service's one request lifecycle."""
+    exchange = Exchange(request, state)
+    media = negotiate(request.headers.get("accept"), work.offered) if work.offered else JSON
+    require_media(request, work.accepted, work.unsupported_detail)
+    with exchange.admit():
+        prepared = await exchange.prepare(work.prepare())
+        decoded = time.perf_counter()
+        result, worker_ms = await exchange.compute(lambda d: work.compute(prepared, d))
+        stages = work.stages(result, worker_ms)
+        timing = {"decode": (decoded - exchange.arrived) * 1e3,
+                  "queue": max(0.0, (time.perf_counter() - decoded) * 1e3
+                               - sum(stages.values())),
+                  **stages}
+        body = await exchange.offload(work.encode, media, prepared, result, timing,
+                                      exchange.arrived)
+    headers = {"Server-Timing": server_timing(timing)} if work.server_timing else {}
+    headers.update(work.headers(media))
+    return Response(body, media_type=media, headers=headers)

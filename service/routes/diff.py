@@ -1,0 +1,62 @@
+"""``POST /v1/diff``: two images, by multipart upload or JSON (inline or by URL), compared
+under one pipeline; answered as JSON, a PNG heatmap or the .npy map."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import torch
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from core import Finder, PairResult, PipelineConfig
+
+from .. import apidocs
+from ..deps import StateDep
+from ..encoding import MEDIA_TYPES, encode
+from ..forms import JSON, MULTIPART, media_type, parse_config, read_json, read_multipart
+from ..lifecycle import Work, respond
+from ..schemas import DIFF_FORM, DiffRequest
+from ..state import ServiceState
+
+__all__ = ["compute", "router"]
+
+router = APIRouter()
+
+Pair = tuple[PipelineConfig, np.ndarray, np.ndarray]
+
+
+def compute(config: PipelineConfig, ref: np.ndarray, cand: np.ndarray,
+            device: torch.device) -> PairResult:
+    """Runs in a worker thread on its device."""
+    return Finder.from_config(config, device).analyze(ref, cand)[0]
+
+
+async def prepare(request: Request, state: ServiceState) -> Pair:
+    """Parse the body (either form) and decode both images off the event loop."""
+    loader = state.loader
+    if media_type(request) == MULTIPART:
+        config, files = await read_multipart(
+            request, DIFF_FORM, lambda texts: parse_config(texts["config"] or ""),
+            loader.check_size)
+        ref, cand = await asyncio.gather(*(loader.decode(f.data, f.where)
+                                           for k in ("reference", "candidate")
+                                           for f in files[k]))
+        return config, ref, cand
+    req = await read_json(request, DiffRequest, state.executor)
+    ref, cand = await asyncio.gather(loader.load(req.reference, "reference"),
+                                     loader.load(req.candidate, "candidate"))
+    return req.config, ref, cand
+
+
+@router.post("/v1/diff", tags=["diff"], summary="Compare two images",
+             responses=apidocs.DIFF_RESPONSES, openapi_extra=apidocs.DIFF_REQUEST)
+async def diff(request: Request, state: StateDep) -> Response:
+    return await respond(request, state, Work(
+        prepare=lambda: prepare(request, state),
+        compute=lambda pair, device: compute(*pair, device),
+        encode=lambda media, pair, result, timing, arrived: encode(
+            media, result, pair[0], timing, arrived),
+        stages=lambda result, _: result.timing_ms,
+        offered=MEDIA_TYPES, accepted=(MULTIPART, JSON)))

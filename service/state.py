@@ -1,0 +1,64 @@
+"""What the routes share, built once from the settings: the worker pool, the I/O thread
+pool, the URL fetcher, the image loader, metrics and warm-up state."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from core.images import Limits
+
+from .images import ImageLoader
+from .prometheus import Metrics
+from .settings import Settings
+from .urlfetch import Fetcher, UrlPolicy
+from .warmup import Warmup
+from .workers import WorkerPool, resolve_devices
+
+__all__ = ["ServiceState"]
+
+
+@dataclass
+class ServiceState:
+    """The service's parts; lives on ``app.state.df`` (routes get it from deps)."""
+
+    settings: Settings
+    metrics: Metrics
+    pool: WorkerPool
+    warmup: Warmup
+    executor: ThreadPoolExecutor
+    fetcher: Fetcher
+    loader: ImageLoader
+
+    @classmethod
+    def build(cls, settings: Settings) -> ServiceState:
+        """Every part configured from ``settings``; workers start in :meth:`start`."""
+        devices = resolve_devices(settings.devices, settings.cpu_worker_count)
+        metrics = Metrics()
+        warmup = Warmup(settings.preload, settings.warmup_size, metrics)
+        cpu_workers = sum(d.type == "cpu" for d in devices)
+        pool = WorkerPool(devices, settings.queue_size, metrics=metrics,
+                          request_timeout=settings.request_timeout,
+                          cpu_threads=settings.cpu_threads(cpu_workers), warmup=warmup)
+        executor = ThreadPoolExecutor(settings.io_pool_size, thread_name_prefix="df-io")
+        fetcher = Fetcher(UrlPolicy(allow_private=settings.allow_private_urls,
+                                    allowlist=tuple(settings.url_allowlist)),
+                          max_bytes=settings.max_upload_bytes, timeout=settings.url_timeout,
+                          connect_timeout=settings.url_connect_timeout,
+                          max_redirects=settings.url_max_redirects)
+        loader = ImageLoader(max_bytes=settings.max_upload_bytes,
+                             limits=Limits(max_pixels=settings.max_pixels,
+                                           max_side=settings.max_side),
+                             executor=executor, fetcher=fetcher)
+        return cls(settings, metrics, pool, warmup, executor, fetcher, loader)
+
+    def start(self) -> None:
+        self.pool.start()
+
+    async def aclose(self) -> None:
+        """Finish queued work, stop the workers, close the fetcher and the I/O pool."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.pool.shutdown, self.settings.shutdown_timeout)
+        await self.fetcher.aclose()
+        self.executor.shutdown(wait=False, cancel_futures=True)
