@@ -18,9 +18,9 @@ from core import PairResult, PipelineConfig
 from core.compare import Comparison
 from core.figure import IMPROVEMENT_COLORMAP, figure_bytes
 from core.figure import MEDIA_TYPES as FIGURE_MEDIA_TYPES
-from core.metrics import finite_or_none
 from core.regions import Region
 from core.render import RenderConfig, colorbar, heatmap, heatmap_png, to_png
+from core.results import finite_values, regions_to_dicts
 
 from .errors import NotAcceptable
 
@@ -120,12 +120,9 @@ def _stamp(timing_ms: dict[str, float], start: float, arrived: float) -> None:
 
 
 def regions_json(regions: Sequence[Region]) -> list[dict[str, Any]]:
-    """Regions as JSON objects, strongest first, non-finite scores as null."""
-    out = sorted((r.to_dict() for r in regions), key=lambda r: -r["score"])
-    for r in out:
-        for key in ("score", "peak", "mean"):
-            r[key] = finite_or_none(float(r[key]))
-    return out
+    """Regions as JSON objects in core's ranked order (strongest first), non-finite
+    scores as null."""
+    return regions_to_dicts(list(regions))
 
 
 def npy_bytes(m: np.ndarray) -> bytes:
@@ -143,7 +140,7 @@ def json_bytes(result: PairResult, config: PipelineConfig, timing_ms: dict[str, 
     _stamp(timing_ms, start, arrived)
     body = {
         "map": payload,
-        "metrics": {name: finite_or_none(v) for name, v in result.metrics.items()},
+        "metrics": finite_values(result.metrics),
         "regions": regions,
         "config": config.model_dump(mode="json"),
         "timing_ms": {k: round(v, 3) for k, v in timing_ms.items()},
@@ -180,7 +177,7 @@ def _json_body(c: Comparison, heatmaps: bool) -> dict[str, Any]:
         "higher_is_better": c.higher_is_better,
         "candidates": [{
             "label": cand.label, "map": map_payload(cand.map),
-            "metrics": {k: finite_or_none(v) for k, v in cand.metrics.items()},
+            "metrics": finite_values(cand.metrics),
             "skipped": cand.skipped, "regions": regions_json(cand.regions),
             **({"heatmap": _data_url(heatmap(cand.map, shared))} if heatmaps else {}),
         } for cand in c.candidates],

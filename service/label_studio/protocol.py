@@ -76,7 +76,7 @@ def prediction(result: PairResult, mask: np.ndarray | None, targets: list[Target
     """One task's prediction: each region as a rectangle in percent of the image, strongest
     first, and the mask as one brush result."""
     h, w = result.map.shape[-2:]
-    regions = sorted(result.regions, key=lambda r: -r.score)
+    regions = result.regions  # ranked by core, strongest first
     out: list[dict[str, Any]] = []
     for t in targets:
         base = {"from_name": t.from_name, "to_name": t.to_name, "type": t.type,

@@ -23,7 +23,7 @@ PUBLIC = {
     "service.client": {
         'AsyncClient', 'CandidateResult', 'Client', 'ClientRequestError', 'CompareResult',
         'DiffResult', 'Improvement', 'ServerError', 'ServiceBusyError', 'ServiceConnectionError',
-        'ServiceError', 'decode_map', 'remote_diff'
+        'ServiceError', 'decode_map'
     },
     "service.cvat": {
         'DETECT_EXAMPLE', 'DetectRequest', 'LABEL', 'detections', 'handler', 'init_context'
