@@ -13,6 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 from core import __version__
 
 from . import apidocs
+from .drain import DrainMiddleware
 from .middleware import ApiKeyMiddleware, BodyLimitMiddleware
 from .problems import install_handlers
 from .prometheus import MetricsMiddleware
@@ -53,7 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _add_middleware(app: FastAPI, state: ServiceState) -> None:
-    """Innermost first: body cap, API keys, CORS, metrics (outermost)."""
+    """Innermost first: body cap, API keys, CORS, metrics, body drain (outermost)."""
     s = state.settings
     app.add_middleware(BodyLimitMiddleware, limit=s.body_limit)
     open_paths = set(_OPEN_PATHS) if s.metrics_auth else {*_OPEN_PATHS, "/metrics"}
@@ -65,3 +66,4 @@ def _add_middleware(app: FastAPI, state: ServiceState) -> None:
                            allow_headers=["Authorization", "Content-Type", "Accept"],
                            expose_headers=["Retry-After", "Server-Timing"], max_age=600)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    app.add_middleware(DrainMiddleware, max_bytes=s.drain_bytes, seconds=s.drain_seconds)

@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     log_level: str = Field("info", description="uvicorn log level: critical, error, "
                            "warning, info, debug")
     access_log: bool = Field(True, description="log one line per request")
+    drain_seconds: Annotated[float, Field(ge=0, le=60)] = Field(
+        10.0, description="an early answer (503, 413, 401) first reads and discards the "
+        "unread request body for up to this many seconds in all (2 s at most between two "
+        "reads, up to twice the body limit), so clients still sending can read it")
     shutdown_timeout: Annotated[float, Field(ge=0, le=3600)] = Field(
         30.0, description="on SIGTERM, seconds in-flight requests get to finish")
 
@@ -175,6 +179,11 @@ class Settings(BaseSettings):
         if self.max_body_bytes is not None:
             return self.max_body_bytes
         return 2 * math.ceil(self.max_upload_bytes / 3) * 4 + _MiB
+
+    @property
+    def drain_bytes(self) -> int:
+        """The most body bytes an early answer reads and discards before it is sent."""
+        return 2 * self.body_limit
 
     @property
     def io_pool_size(self) -> int:
