@@ -18,7 +18,7 @@ from PIL import Image
 
 from .config import PipelineConfig
 from .errors import InputError, MetricError, ShapeMismatchError
-from .finder import Finder
+from .finder import CancelCheck, Finder, check_cancel
 from .images import ImageLike, Limits, align_pair, to_tensor
 from .metrics import METRICS
 from .numeric import channel_plane
@@ -140,14 +140,16 @@ def _checked_labels(cands: list[Any], labels: Sequence[str] | None, baseline: st
 
 
 def _candidate(finder: Finder, key: str, ref_t: torch.Tensor, cand_t: torch.Tensor, label: str,
-               what: str) -> tuple[CandidateResult, torch.Tensor]:
+               what: str, cancel: CancelCheck | None = None
+               ) -> tuple[CandidateResult, torch.Tensor]:
     """One candidate's map, scores and regions, and the reference as aligned to it."""
     cfg = finder.config
     try:
         ref_a, cand_a = align_pair(ref_t, cand_t, cfg.size_policy)
     except ShapeMismatchError as exc:
         raise ShapeMismatchError(f"{what}: {exc.message}", label=label, **exc.extra) from None
-    maps, score = finder.compute(ref_a, cand_a, with_score=True)
+    maps, score = finder.compute(ref_a, cand_a, with_score=True, cancel=cancel)
+    check_cancel(cancel, "scores")
     m = np.ascontiguousarray(maps[0].float().cpu().numpy(), dtype=np.float32)
     scores, skipped = pair_scores(ref_a.to(finder.device), cand_a.to(finder.device),
                                   cfg.data_range)
@@ -168,12 +170,14 @@ def compare(
     tolerance: float = DEFAULT_TOLERANCE,
     limits: Limits | None = None,
     finder: Finder | None = None,
+    cancel: CancelCheck | None = None,
 ) -> Comparison:
     """Compare every candidate with ``reference`` under one pipeline.
 
     Labels default to file stems (paths) or ``candidate 1..n``. With
     ``baseline`` (a label), every other candidate gets an :class:`Improvement`.
     Pass a ready ``finder`` to reuse one (its config and device are used).
+    ``cancel`` is checked between steps, as in :meth:`Finder.compute`.
     """
     if isinstance(candidates, (str, Path, np.ndarray, torch.Tensor, Image.Image)):
         candidates = [candidates]
@@ -189,7 +193,8 @@ def compare(
     results: list[CandidateResult] = []
     for i, (cand, label) in enumerate(zip(cands, names, strict=True)):
         what = label if label == f"candidate {i + 1}" else f"candidate {label!r}"
-        result, ref_a = _candidate(finder, key, ref_t, _single(cand, what, limits), label, what)
+        result, ref_a = _candidate(finder, key, ref_t, _single(cand, what, limits), label, what,
+                                   cancel)
         if results and result.map.shape != results[0].map.shape:
             raise ShapeMismatchError(
                 f"candidate {label!r} gives a {result.map.shape} map but {results[0].label!r} "

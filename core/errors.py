@@ -16,6 +16,7 @@ Our exception hierarchy (code, status):
   + WeightsFetchError ("weights-fetch-failed", 502; also a RuntimeError)
   | + ChecksumError ("weights-checksum-mismatch")
   + DeviceError ("device-unavailable", 503; also a RuntimeError)
+  + Cancelled ("cancelled", 503): the caller's ``cancel`` check said stop between steps
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "Cancelled",
     "ChecksumError",
     "ConfigError",
     "DeviceError",
@@ -120,4 +122,12 @@ class DeviceError(DifferenceFinderError, RuntimeError):
     """The requested compute device does not exist here."""
 
     code = "device-unavailable"
+    status = 503
+
+
+class Cancelled(DifferenceFinderError):
+    """The caller's ``cancel()`` check returned True between two pipeline steps (its client
+    left, its deadline passed): the work stopped there."""
+
+    code = "cancelled"
     status = 503

@@ -16,7 +16,7 @@ import torch
 from pydantic import ValidationError
 
 from .config import PipelineConfig, Step
-from .errors import ConfigError, DeviceError, InputError
+from .errors import Cancelled, ConfigError, DeviceError, InputError
 from .images import (
     ImageLike,
     Limits,
@@ -33,7 +33,16 @@ from .regions import find_regions
 from .results import PairResult
 from .strategies import STRATEGIES, BoundMetric
 
-__all__ = ["Finder", "PairResult", "resolve_device"]
+__all__ = ["CancelCheck", "Finder", "PairResult", "check_cancel", "resolve_device"]
+
+#: ``cancel()`` -> True when the caller no longer wants the result (checked between steps)
+CancelCheck = Callable[[], bool]
+
+
+def check_cancel(cancel: CancelCheck | None, step: str) -> None:
+    """Raise :class:`Cancelled` before ``step`` when ``cancel()`` says stop."""
+    if cancel is not None and cancel():
+        raise Cancelled(f"stopped before {step}", step=step)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -113,11 +122,14 @@ class Finder:
     # -- tensors in, tensors out -------------------------------------------------
 
     def compute(self, reference: torch.Tensor, candidate: torch.Tensor, *,
-                with_score: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                with_score: bool = False, cancel: CancelCheck | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Maps for (N, C, H, W) float tensors: ``(maps, scores or None)``.
 
         Maps are (N, H, W), or (N, C, H, W) with reduction ``"none"``; scores
-        are the configured metric's per-sample values.
+        are the configured metric's per-sample values. ``cancel()`` is checked
+        before each step (pre-processor, strategy, scores, post-processors);
+        True raises :class:`~core.errors.Cancelled`.
         """
         needs_grad = bool(self._strategy.meta.get("needs_grad"))
         ref = reference.to(self.device, non_blocking=True)
@@ -127,10 +139,13 @@ class Finder:
             if needs_grad:  # tensors made under inference mode cannot join autograd
                 ref = ref.clone() if ref.is_inference() else ref
                 cand = cand.clone() if cand.is_inference() else cand
+            check_cancel(cancel, "pre-processor")
             ref, cand = self._pre(ref), self._pre(cand)
+            check_cancel(cancel, "strategy")
             maps, out = self._strategy.func(ref, cand, self._metric, **self._strategy_params)
             scores = None
             if with_score:
+                check_cancel(cancel, "scores")
                 if out is None:
                     with torch.no_grad():
                         out = self._metric(ref, cand, False)
@@ -138,6 +153,7 @@ class Finder:
             maps = maps.detach()
             maps = reduce_channels(maps, self.config.reduction, axis=1)
             for post in self._post:
+                check_cancel(cancel, "post-processor")
                 maps = post(maps)
         return maps, scores
 
@@ -148,9 +164,10 @@ class Finder:
 
     def analyze(
         self, reference: ImageLike, candidate: ImageLike, *, metrics: bool = True,
-        regions: bool = True, limits: Limits | None = None,
+        regions: bool = True, limits: Limits | None = None, cancel: CancelCheck | None = None,
     ) -> list[PairResult]:
-        """Full results for one pair or a batch (one :class:`PairResult` per sample)."""
+        """Full results for one pair or a batch (one :class:`PairResult` per sample);
+        ``cancel`` as in :meth:`compute`, also checked before regions."""
         t0 = time.perf_counter()
         if directory_pair(reference, candidate):
             raise InputError("analyze takes one pair; for two directories use run() or "
@@ -158,12 +175,14 @@ class Finder:
         ref = self._load(reference, "reference", limits)
         cand = self._load(candidate, "candidate", limits)
         t1 = time.perf_counter()
-        maps, scores = self.compute(ref, cand, with_score=metrics)
+        maps, scores = self.compute(ref, cand, with_score=metrics, cancel=cancel)
         maps_np = maps.float().cpu().numpy()
         scores_np = scores.float().cpu().numpy() if scores is not None else None
         t2 = time.perf_counter()
         results = []
         for i, m in enumerate(maps_np):
+            if regions:
+                check_cancel(cancel, "regions")
             found = find_regions(m, self.config.regions) if regions else []
             results.append(PairResult(
                 map=np.ascontiguousarray(m, dtype=np.float32),

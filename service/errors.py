@@ -10,6 +10,7 @@ The hierarchy (status and ``code`` of each)::
     ├── NotFound                    404 not-found
     ├── NotAcceptable               406 not-acceptable
     ├── PayloadTooLarge             413 payload-too-large: the body, an image or a form part
+    ├── OverMemoryBudget            413 over-memory-budget: needs more than the whole budget
     ├── UnsupportedMediaType        415 unsupported-media-type
     ├── ValidationProblem           422 validation-error: ``errors`` lists the fields
     ├── UrlRefused                  422 url-refused: the URL policy said no
@@ -17,6 +18,8 @@ The hierarchy (status and ``code`` of each)::
     ├── NotAnImage                  422 undecodable-image: a URL's bytes are no image
     ├── ClientDisconnected          499 client-closed-request
     ├── QueueFull                   503 queue-full (Retry-After)
+    ├── WaitTooLong                 503 wait-too-long: the queue outlasts the deadline
+    ├── MemoryFull                  503 memory-full: the memory budget is taken (Retry-After)
     ├── OutOfMemory                 503 out-of-memory (Retry-After)
     ├── NotReady                    503 not-ready (Retry-After)
     └── DeadlineExceeded            504 deadline-exceeded
@@ -38,11 +41,13 @@ __all__ = [
     "DeadlineExceeded",
     "FetchFailed",
     "MalformedJson",
+    "MemoryFull",
     "NotAcceptable",
     "NotAnImage",
     "NotFound",
     "NotReady",
     "OutOfMemory",
+    "OverMemoryBudget",
     "PayloadTooLarge",
     "QueueFull",
     "ServiceProblem",
@@ -50,6 +55,7 @@ __all__ = [
     "UnsupportedMediaType",
     "UrlRefused",
     "ValidationProblem",
+    "WaitTooLong",
 ]
 
 #: Titles for problem codes (a title is the same for every problem of a type).
@@ -186,6 +192,33 @@ class QueueFull(ServiceProblem):
         super().__init__(503, "queue-full", "the server is at capacity; retry after "
                          f"{retry_after} s", title="Server busy",
                          headers={"Retry-After": str(retry_after)}, retry_after=retry_after)
+
+
+class WaitTooLong(ServiceProblem):
+    def __init__(self, wait: float, deadline: float, retry_after: int) -> None:
+        super().__init__(503, "wait-too-long", f"the queue ahead would take about {wait:.0f} s, "
+                         f"more than the deadline of {deadline:g} s; retry after "
+                         f"{retry_after} s", title="Server busy",
+                         headers={"Retry-After": str(retry_after)}, retry_after=retry_after,
+                         expected_wait_s=round(wait, 1))
+
+
+class MemoryFull(ServiceProblem):
+    def __init__(self, needed: int, budget: int, device: str, retry_after: int) -> None:
+        super().__init__(503, "memory-full", f"this request needs about {needed} bytes of "
+                         f"working memory on {device} and the budget of {budget} bytes is "
+                         f"taken by other requests; retry after {retry_after} s",
+                         title="Server busy", headers={"Retry-After": str(retry_after)},
+                         retry_after=retry_after, needed_bytes=needed, budget_bytes=budget,
+                         device=device)
+
+
+class OverMemoryBudget(ServiceProblem):
+    def __init__(self, needed: int, budget: int, device: str) -> None:
+        super().__init__(413, "over-memory-budget", f"this request needs about {needed} bytes "
+                         f"of working memory on {device}, more than the whole budget of "
+                         f"{budget} bytes; send smaller images", title="Request too large",
+                         needed_bytes=needed, budget_bytes=budget, device=device)
 
 
 class OutOfMemory(ServiceProblem):

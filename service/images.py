@@ -1,5 +1,6 @@
-"""Request images to numpy arrays: sizes checked before any decoding, decoding in a thread
-pool (never on the event loop), URLs through :mod:`service.urlfetch`."""
+"""Request images to numpy arrays: sizes checked before any decoding, each image's working
+memory reserved from its header (:mod:`service.budget`), decoding in a thread pool (never
+on the event loop), URLs through :mod:`service.urlfetch`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 
 from core.images import Limits, decode_image
 
+from .budget import current_reservation, peek_header
 from .errors import PayloadTooLarge, ValidationProblem
 from .schemas import ImageInput
 from .urlfetch import Fetcher
@@ -36,9 +38,22 @@ class ImageLoader:
         if size > self.max_bytes:
             raise PayloadTooLarge(self.max_bytes, what, size=size)
 
+    async def reserve(self, data: bytes) -> None:
+        """Reserve the image's working memory in the current request's reservation (from
+        its header, read in the thread pool): 503/413 before any pixel is decoded."""
+        reservation = current_reservation()
+        if reservation is None:
+            return
+        loop = asyncio.get_running_loop()
+        header = await loop.run_in_executor(self.executor, peek_header, data, self.limits)
+        if header is not None:
+            reservation.add(header)
+
     async def decode(self, data: bytes, what: str) -> np.ndarray:
-        """Encoded file bytes -> array; header limits first, pixels in the thread pool."""
+        """Encoded file bytes -> array; header limits and memory first, pixels in the
+        thread pool."""
         self.check_size(len(data), what)
+        await self.reserve(data)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             self.executor, lambda: decode_image(data, limits=self.limits, what=what))
@@ -61,5 +76,5 @@ class ImageLoader:
             return await self.decode(await self.fetcher.fetch(image.url, what), what)
         text = image.data or ""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, lambda: decode_image(
-            self.unbase64(text, what), limits=self.limits, what=what))
+        data = await loop.run_in_executor(self.executor, self.unbase64, text, what)
+        return await self.decode(data, what)

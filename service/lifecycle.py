@@ -1,6 +1,8 @@
-"""The one path of a computing request: admitted (or 503 at once), prepared (body parsed,
-images decoded) within its deadline, computed on the worker pool while the client is
-watched, encoded off the event loop, answered with Server-Timing.
+"""The one path of a computing request: admitted (or 503 at once: queue full, or its
+predictable wait past its deadline), prepared (body parsed, each image's working memory
+reserved from its header, then decoded) within its deadline, computed on the worker pool
+while the client is watched (abandoned work stops at its next step), encoded off the
+event loop, answered with Server-Timing; its memory is released once it is encoded.
 
 Routes describe their work as a :class:`Work` and call :func:`respond`; a route that
 computes several steps under one admission (Label Studio's tasks) uses :class:`Exchange`.
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -18,11 +21,11 @@ import torch
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .budget import Reservation
 from .encoding import JSON, negotiate
 from .errors import ClientDisconnected, DeadlineExceeded
 from .forms import require_media
 from .state import ServiceState
-from .workers import Admission
 
 __all__ = ["Exchange", "Work", "respond", "server_timing"]
 
@@ -51,13 +54,20 @@ class Exchange:
         self.state = state
         self.arrived = time.perf_counter()
         self.deadline = self.new_deadline()
+        self.reservation = Reservation(state.budget)
 
     def new_deadline(self) -> float:
         """``time.monotonic()`` value a step started now must be done by."""
         return time.monotonic() + self.state.settings.request_timeout
 
-    def admit(self) -> Admission:
-        return self.state.pool.admit()
+    def admit(self) -> ExitStack:
+        """A place in the pool (503 at once when there is none, or when the wait would
+        outlast the deadline), held with this request's memory until the block ends."""
+        stack = ExitStack()
+        stack.enter_context(self.state.pool.admit(self.state.settings.request_timeout))
+        self.reservation.retry_after = self.state.pool.retry_after()
+        stack.callback(self.reservation.release)
+        return stack
 
     async def offload(self, fn: Callable[..., R], *args: Any) -> R:
         """``fn(*args)`` on the I/O thread pool (parsing, encoding: never on the loop)."""
@@ -66,11 +76,14 @@ class Exchange:
     async def prepare(self, work: Awaitable[P], deadline: float | None = None) -> P:
         """Await ``work`` (reading and decoding) within the deadline; 504 past it."""
         deadline = self.deadline if deadline is None else deadline
+        token = self.reservation.enter()  # the task wait_for makes copies this context
         try:
             return await asyncio.wait_for(work, max(0.0, deadline - time.monotonic()))
         except (TimeoutError, asyncio.TimeoutError):
             self.state.metrics.rejected.labels("deadline").inc()
             raise DeadlineExceeded(self.state.settings.request_timeout) from None
+        finally:
+            Reservation.leave(token)
 
     async def ensure_connected(self) -> None:
         """499 when the client is gone already: queue nothing for it."""
@@ -90,7 +103,8 @@ class Exchange:
         await self.ensure_connected()
         return await self.state.pool.run(
             timed, deadline=self.deadline if deadline is None else deadline,
-            disconnected=lambda: wait_disconnect(self.request))
+            disconnected=lambda: wait_disconnect(self.request),
+            memory=self.reservation.nbytes)
 
 
 @dataclass

@@ -53,6 +53,11 @@ class Metrics:
         self.model_load = Gauge("df_model_load_seconds",
                                 "seconds it took to build each resident model",
                                 ["net", "device"], registry=r)
+        self.memory_budget = Gauge("df_memory_budget_bytes", "working memory requests may "
+                                   "reserve, per device", ["device"], registry=r)
+        self.memory_reserved = Gauge("df_memory_reserved_bytes", "working memory reserved "
+                                     "by admitted requests now, per device", ["device"],
+                                     registry=r)
         self.ready = Gauge("df_ready", "1 once workers are up and preloaded models warm",
                            registry=r)
 

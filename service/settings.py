@@ -118,6 +118,15 @@ class Settings(BaseSettings):
     log_level: str = Field("info", description="uvicorn log level: critical, error, "
                            "warning, info, debug")
     access_log: bool = Field(True, description="log one line per request")
+    memory_budget: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="bytes of host memory that admitted requests' working memory may "
+        "take (estimated from image headers x the pipeline's measured factor); a full "
+        "budget is 503 with Retry-After, a request needing more than all of it 413; "
+        "default: memory_budget_fraction of the memory this process may use")
+    memory_budget_fraction: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.5, description="share of the memory this process may use (its cgroup limit in a "
+        "container, else the machine's RAM) that is the default memory budget; also the "
+        "share of each CUDA device's memory that its budget is")
     drain_seconds: Annotated[float, Field(ge=0, le=60)] = Field(
         10.0, description="an early answer (503, 413, 401) first reads and discards the "
         "unread request body for up to this many seconds in all (2 s at most between two "

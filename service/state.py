@@ -1,5 +1,6 @@
-"""What the routes share, built once from the settings: the worker pool, the I/O thread
-pool, the URL fetcher, the image loader, metrics and warm-up state."""
+"""What the routes share, built once from the settings: the worker pool, the memory
+budgets, the I/O thread pool, the URL fetcher, the image loader, metrics and warm-up
+state."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import torch
+
 from core.images import Limits
 
+from .budget import MemoryBudget, memory_limit
 from .images import ImageLoader
 from .prometheus import Metrics
 from .settings import Settings
@@ -30,6 +34,7 @@ class ServiceState:
     executor: ThreadPoolExecutor
     fetcher: Fetcher
     loader: ImageLoader
+    budget: MemoryBudget  # host memory; CUDA devices' budgets are the pool's
 
     @classmethod
     def build(cls, settings: Settings) -> ServiceState:
@@ -38,9 +43,16 @@ class ServiceState:
         metrics = Metrics()
         warmup = Warmup(settings.preload, settings.warmup_size, metrics)
         cpu_workers = sum(d.type == "cpu" for d in devices)
+        share = settings.memory_budget_fraction
+        budget = MemoryBudget(settings.memory_budget or int(memory_limit() * share),
+                              "host", metrics)
+        device_budgets = {str(d): MemoryBudget(int(torch.cuda.mem_get_info(d)[1] * share),
+                                               str(d), metrics)
+                          for d in dict.fromkeys(devices) if d.type == "cuda"}
         pool = WorkerPool(devices, settings.queue_size, metrics=metrics,
                           request_timeout=settings.request_timeout,
-                          cpu_threads=settings.cpu_threads(cpu_workers), warmup=warmup)
+                          cpu_threads=settings.cpu_threads(cpu_workers), warmup=warmup,
+                          device_budgets=device_budgets)
         executor = ThreadPoolExecutor(settings.io_pool_size, thread_name_prefix="df-io")
         fetcher = Fetcher(UrlPolicy(allow_private=settings.allow_private_urls,
                                     allowlist=tuple(settings.url_allowlist)),
@@ -51,7 +63,7 @@ class ServiceState:
                              limits=Limits(max_pixels=settings.max_pixels,
                                            max_side=settings.max_side),
                              executor=executor, fetcher=fetcher)
-        return cls(settings, metrics, pool, warmup, executor, fetcher, loader)
+        return cls(settings, metrics, pool, warmup, executor, fetcher, loader, budget)
 
     def start(self) -> None:
         self.pool.start()

@@ -3,8 +3,12 @@
 Requests are *admitted* first (a counter capped at ``queue_size`` plus one per worker,
 checked before the body is read: 503 with Retry-After at once when full), then decoded,
 then handed to the least-loaded worker. The event loop only awaits futures; a job
-whose waiter gave up (deadline, client gone) is skipped by its worker. A job that
-raises fails only its own request; its worker goes on serving.
+whose waiter gave up (deadline, client gone) is skipped by its worker, and a running one
+stops at its next pipeline step (the compute function passes :func:`cancel_check` to
+core). A request whose predictable wait (requests ahead per worker x the recent median
+service time) exceeds its deadline gets 503 at admission. A job that raises fails only
+its own request; its worker goes on serving. CUDA workers reserve the job's working
+memory on their device's budget.
 """
 
 from __future__ import annotations
@@ -14,23 +18,35 @@ import contextlib
 import logging
 import math
 import queue
+import statistics
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import torch
 
-from core.finder import resolve_device
+from core.errors import Cancelled
+from core.finder import CancelCheck, resolve_device
 
-from .errors import ClientDisconnected, DeadlineExceeded, OutOfMemory, QueueFull
+from .budget import MemoryBudget
+from .errors import ClientDisconnected, DeadlineExceeded, OutOfMemory, QueueFull, WaitTooLong
 from .prometheus import Metrics
 
-__all__ = ["Admission", "WorkerPool", "resolve_devices"]
+__all__ = ["Admission", "WorkerPool", "cancel_check", "resolve_devices"]
 
 log = logging.getLogger("service.workers")
 T = TypeVar("T")
+_running = threading.local()  # .job: the job this worker thread is running
+
+
+def cancel_check() -> CancelCheck | None:
+    """For compute functions: ``cancel()`` of the job running on this worker thread
+    (True once its waiter gave up or its deadline passed); None off the pool."""
+    job = getattr(_running, "job", None)
+    return job.cancelled if job is not None else None
 
 
 def resolve_devices(names: list[str], cpu_workers: int = 1) -> list[torch.device]:
@@ -69,7 +85,11 @@ class Job(Generic[T]):
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[T]
     enqueued: float = field(default_factory=time.monotonic)
-    abandoned: bool = False  # the waiter gave up: skip it
+    abandoned: bool = False  # the waiter gave up: skip it, or stop it at its next step
+    device_bytes: int = 0  # reserved on the worker's device budget; released when done
+
+    def cancelled(self) -> bool:
+        return self.abandoned or time.monotonic() > self.deadline
 
     def settle(self, result: Any = None, exc: BaseException | None = None) -> None:
         """Resolve the future from a worker thread (thread-safe)."""
@@ -134,6 +154,14 @@ class Worker:
                     self.busy = False
 
     def _handle(self, job: Job[Any]) -> None:
+        try:
+            self._run_job(job)
+        finally:
+            budget = self.pool.device_budgets.get(str(self.device))
+            if budget is not None and job.device_bytes:
+                budget.release(job.device_bytes)
+
+    def _run_job(self, job: Job[Any]) -> None:
         pool, m = self.pool, self.pool.metrics
         with pool.lock:
             self.pending -= 1
@@ -148,8 +176,11 @@ class Worker:
             return
         m.queue_wait.observe(start - job.enqueued)
         outcome, result, error = "ok", None, None
+        _running.job = job
         try:
             result = job.fn(self.device)
+        except Cancelled as exc:  # its waiter is gone: nobody reads the answer
+            outcome, error = "cancelled", exc
         except Exception as exc:
             outcome, error = "error", exc
             if _is_oom(exc):
@@ -159,6 +190,7 @@ class Worker:
                     torch.cuda.empty_cache()
                 error = OutOfMemory(str(self.device))
         finally:
+            _running.job = None
             with pool.lock:
                 self.busy = False
         # bookkeeping before the answer, so /metrics agrees with answers already sent
@@ -196,7 +228,8 @@ class WorkerPool:
 
     def __init__(self, devices: list[torch.device], queue_size: int, *, metrics: Metrics,
                  request_timeout: float, cpu_threads: int = 1,
-                 warmup: Callable[[torch.device], None] | None = None) -> None:
+                 warmup: Callable[[torch.device], None] | None = None,
+                 device_budgets: dict[str, MemoryBudget] | None = None) -> None:
         if not devices:
             raise ValueError("the pool needs at least one device")
         self.metrics = metrics
@@ -209,6 +242,8 @@ class WorkerPool:
         self.capacity = queue_size + len(self.workers)
         self.admitted = 0
         self._job_seconds = 1.0  # moving average, for Retry-After
+        self._recent: deque[float] = deque(maxlen=64)  # recent jobs' seconds, for the median
+        self.device_budgets = device_budgets or {}  # str(device) -> its budget (CUDA)
         self._next = 0
         self._started = False
         self.closing = False
@@ -251,8 +286,25 @@ class WorkerPool:
             est = self._job_seconds * waiting / len(self.workers)
         return int(min(60, max(1, math.ceil(est))))
 
-    def admit(self) -> Admission:
-        """Take a place or raise :class:`QueueFull` (503 with Retry-After) at once."""
+    def expected_wait(self) -> float:
+        """Seconds a request admitted now would likely wait and compute: the requests
+        ahead per worker, plus its own, times the recent median service time (0 until a
+        few jobs have run)."""
+        with self.lock:
+            if len(self._recent) < 3:
+                return 0.0
+            median = statistics.median(self._recent)
+            ahead = self.admitted
+        return (ahead // len(self.workers) + 1) * median
+
+    def admit(self, deadline_s: float | None = None) -> Admission:
+        """Take a place or raise :class:`QueueFull` (503 with Retry-After) at once; also
+        :class:`WaitTooLong` when the predictable wait exceeds ``deadline_s``."""
+        if deadline_s is not None:
+            wait = self.expected_wait()
+            if wait > deadline_s:
+                self.metrics.rejected.labels("wait_too_long").inc()
+                raise WaitTooLong(wait, deadline_s, self.retry_after())
         with self.lock:
             full = self.admitted >= self.capacity or self.closing
             if not full:
@@ -271,6 +323,7 @@ class WorkerPool:
     def _observe_seconds(self, seconds: float) -> None:
         with self.lock:
             self._job_seconds = 0.8 * self._job_seconds + 0.2 * seconds
+            self._recent.append(seconds)
 
     # -- dispatch ---------------------------------------------------------------------
 
@@ -282,19 +335,29 @@ class WorkerPool:
         return min(order, key=lambda w: (not w.ready.is_set(), w.load))
 
     async def run(self, fn: Callable[[torch.device], T], *, deadline: float,
-                  disconnected: Callable[[], Awaitable[Any]] | None = None) -> T:
+                  disconnected: Callable[[], Awaitable[Any]] | None = None,
+                  memory: int = 0) -> T:
         """Run ``fn(device)`` on a worker and await its result.
 
         Raises :class:`DeadlineExceeded` past ``deadline`` (``time.monotonic()``) and
         :class:`ClientDisconnected` when ``disconnected()`` finishes first; either way
-        the job is dropped if it has not started.
+        the job is dropped if it has not started, or stopped at its next step. ``memory``
+        bytes are reserved on a CUDA worker's device budget (503/413 when they don't fit).
         """
         if self.closing:
             raise QueueFull(self.retry_after())
+        if time.monotonic() > deadline:
+            self.metrics.rejected.labels("deadline").inc()
+            raise DeadlineExceeded(self.request_timeout)
         loop = asyncio.get_running_loop()
         job: Job[T] = Job(fn, deadline, loop, loop.create_future())
         with self.lock:
             worker = self._pick()
+        budget = self.device_budgets.get(str(worker.device))
+        if budget is not None and memory:
+            budget.reserve(memory, self.retry_after())
+            job.device_bytes = memory
+        with self.lock:
             worker.pending += 1
         self.metrics.queue_depth.inc()
         worker.jobs.put(job)

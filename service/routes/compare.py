@@ -20,6 +20,7 @@ from core import PipelineConfig
 from core.compare import Comparison, compare
 
 from .. import apidocs
+from ..budget import use_pipeline
 from ..deps import StateDep
 from ..encoding import COMPARE_MEDIA_TYPES, FIGURE_FORMAT, JSON, comparison_bytes
 from ..forms import MULTIPART, media_type, parse_config, read_json, read_multipart
@@ -27,6 +28,7 @@ from ..lifecycle import Work, respond
 from ..problems import validation_error
 from ..schemas import COMPARE_FORM, CompareRequest, Label
 from ..state import ServiceState
+from ..workers import cancel_check
 
 __all__ = ["CompareJob", "default_labels", "router"]
 
@@ -80,12 +82,14 @@ async def prepare(request: Request, state: ServiceState) -> CompareJob:
     if media_type(request) == MULTIPART:
         (config, labels, baseline), files = await read_multipart(
             request, COMPARE_FORM, _form_texts, loader.check_size)
+        use_pipeline(config, "compare")
         parts = [*files["reference"], *files["candidates"]]
         images = await asyncio.gather(*(loader.decode(p.data, p.where) for p in parts))
         if labels is None:
             labels = default_labels([p.filename for p in files["candidates"]])
         return CompareJob(images[0], list(images[1:]), labels, baseline, config)
     req = await read_json(request, CompareRequest, state.executor)
+    use_pipeline(req.config, "compare")
     images = await asyncio.gather(
         loader.load(req.reference, "reference"),
         *(loader.load(c, f"candidates/{i}") for i, c in enumerate(req.candidates)))
@@ -97,7 +101,7 @@ async def prepare(request: Request, state: ServiceState) -> CompareJob:
 def compute(job: CompareJob, device: torch.device) -> Comparison:
     """Runs in a worker thread on its device."""
     return compare(job.reference, job.candidates, job.labels, job.baseline, job.config,
-                   device=device)
+                   device=device, cancel=cancel_check())
 
 
 def _headers(media: str) -> dict[str, str]:

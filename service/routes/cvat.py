@@ -21,6 +21,7 @@ from ..errors import ValidationProblem
 from ..forms import JSON, read_json
 from ..lifecycle import Work, respond
 from ..state import ServiceState
+from ..workers import cancel_check
 
 __all__ = ["compute", "router"]
 
@@ -32,7 +33,8 @@ Prepared = tuple[DetectRequest, PipelineConfig, np.ndarray, np.ndarray]
 def compute(config: PipelineConfig, ref: np.ndarray, cand: np.ndarray,
             device: torch.device) -> PairResult:
     """Runs in a worker thread on its device."""
-    return Finder.from_config(config, device).analyze(ref, cand, metrics=False)[0]
+    return Finder.from_config(config, device).analyze(ref, cand, metrics=False,
+                                                      cancel=cancel_check())[0]
 
 
 async def _decode(state: ServiceState, text: str, field: str) -> np.ndarray:

@@ -13,12 +13,14 @@ from starlette.responses import Response
 from core import Finder, PairResult, PipelineConfig
 
 from .. import apidocs
+from ..budget import use_pipeline
 from ..deps import StateDep
 from ..encoding import MEDIA_TYPES, encode
 from ..forms import JSON, MULTIPART, media_type, parse_config, read_json, read_multipart
 from ..lifecycle import Work, respond
 from ..schemas import DIFF_FORM, DiffRequest
 from ..state import ServiceState
+from ..workers import cancel_check
 
 __all__ = ["compute", "router"]
 
@@ -30,7 +32,7 @@ Pair = tuple[PipelineConfig, np.ndarray, np.ndarray]
 def compute(config: PipelineConfig, ref: np.ndarray, cand: np.ndarray,
             device: torch.device) -> PairResult:
     """Runs in a worker thread on its device."""
-    return Finder.from_config(config, device).analyze(ref, cand)[0]
+    return Finder.from_config(config, device).analyze(ref, cand, cancel=cancel_check())[0]
 
 
 async def prepare(request: Request, state: ServiceState) -> Pair:
@@ -40,11 +42,13 @@ async def prepare(request: Request, state: ServiceState) -> Pair:
         config, files = await read_multipart(
             request, DIFF_FORM, lambda texts: parse_config(texts["config"] or ""),
             loader.check_size)
+        use_pipeline(config)
         ref, cand = await asyncio.gather(*(loader.decode(f.data, f.where)
                                            for k in ("reference", "candidate")
                                            for f in files[k]))
         return config, ref, cand
     req = await read_json(request, DiffRequest, state.executor)
+    use_pipeline(req.config)
     ref, cand = await asyncio.gather(loader.load(req.reference, "reference"),
                                      loader.load(req.candidate, "candidate"))
     return req.config, ref, cand

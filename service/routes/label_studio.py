@@ -34,6 +34,7 @@ from ..label_studio.protocol import (
 from ..label_studio.urls import resolve_task_url, task_field_problem
 from ..lifecycle import Exchange
 from ..state import ServiceState
+from ..workers import cancel_check
 
 __all__ = ["compute", "router"]
 
@@ -43,7 +44,8 @@ router = APIRouter(prefix="/label-studio", tags=["label-studio"])
 def compute(config: PipelineConfig, ref: np.ndarray, cand: np.ndarray, mask: bool,
             device: torch.device) -> tuple[PairResult, np.ndarray | None]:
     """Runs in a worker thread: the pair's result, and its region mask when asked."""
-    result = Finder.from_config(config, device).analyze(ref, cand, metrics=False)[0]
+    result = Finder.from_config(config, device).analyze(ref, cand, metrics=False,
+                                                        cancel=cancel_check())[0]
     return result, (region_mask(result.map, config.regions) if mask else None)
 
 

@@ -28,6 +28,11 @@ PUBLIC = {
     "service.cvat": {
         'DETECT_EXAMPLE', 'DetectRequest', 'LABEL', 'detections', 'handler', 'init_context'
     },
+    "service.budget": {
+        'FACTORS', 'ImageHeader', 'MemoryBudget', 'Reservation', 'current_reservation',
+        'factor_for', 'memory_limit', 'peek_header', 'use_pipeline'
+    },
+    "service.drain": {'DrainMiddleware'},
     "service.deps": {'SettingsDep', 'StateDep', 'get_settings', 'get_state'},
     "service.encoding": {
         'COMPARE_MEDIA_TYPES', 'FIGURE_FORMAT', 'JSON', 'MEDIA_TYPES', 'NPY', 'PNG',
@@ -37,7 +42,7 @@ PUBLIC = {
         'ClientDisconnected', 'DeadlineExceeded', 'FetchFailed', 'MalformedJson', 'NotAcceptable',
         'NotAnImage', 'NotFound', 'NotReady', 'OutOfMemory', 'PayloadTooLarge', 'QueueFull',
         'ServiceProblem', 'TITLES', 'Unauthorized', 'UnsupportedMediaType', 'UrlRefused',
-        'ValidationProblem'
+        'ValidationProblem', 'MemoryFull', 'OverMemoryBudget', 'WaitTooLong'
     },
     "service.forms": {
         'FileField', 'JSON', 'MULTIPART', 'MultipartForm', 'PART_LIMIT', 'TextField', 'Upload',
@@ -80,7 +85,7 @@ PUBLIC = {
     "service.state": {'ServiceState'},
     "service.urlfetch": {'Fetcher', 'UrlPolicy', 'address_allowed', 'refusal', 'sniff_image'},
     "service.warmup": {'Warmup'},
-    "service.workers": {'Admission', 'WorkerPool', 'resolve_devices'},
+    "service.workers": {'Admission', 'WorkerPool', 'cancel_check', 'resolve_devices'},
 }
 
 

@@ -1,0 +1,227 @@
+"""Admission by memory: each request's working memory is estimated from its images'
+headers (pixels x channels x 4 bytes x the pipeline's measured factor) and reserved before
+any pixel is decoded, released once the answer is encoded. A full budget is a 503 with
+Retry-After at once; a request that alone exceeds it is a 413 naming both numbers.
+
+The host budget defaults to a share of the memory this process may use (the cgroup v2 or
+v1 limit in a container, else the machine's RAM); each CUDA device gets its own share of
+its memory (``torch.cuda.mem_get_info``).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import io
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from core import PipelineConfig
+from core.images import Limits
+
+from .errors import MemoryFull, OverMemoryBudget
+from .prometheus import Metrics
+
+__all__ = [
+    "FACTORS",
+    "ImageHeader",
+    "MemoryBudget",
+    "Reservation",
+    "current_reservation",
+    "factor_for",
+    "memory_limit",
+    "peek_header",
+    "use_pipeline",
+]
+
+#: Peak resident memory a request adds over its input units (pixels x channels x 4 bytes,
+#: summed over its images), per ``strategy/metric`` with the default pre/post-processing:
+#: decoding, the pipeline, regions and encoding (JSON and PNG heatmap) together. Measured
+#: by ``python -m benchmarks.memory_factors`` (a fresh process per case; VmHWM after
+#: resetting it, minus VmRSS before; max over 1024² and 2048² RGB pairs; torch 2.x CPU,
+#: 1 thread). "compare/ssim" is /v1/compare (1 reference, 2 candidates, standard scores).
+FACTORS: dict[str, float] = {
+    "difference/mse": 5.64,
+    "difference/psnr": 5.17,
+    "difference/ssim": 10.40,
+}
+#: LPIPS could not be measured here (no weights on the measuring machine): its factor is
+#: the largest measured one, doubled. Unknown strategies and metrics get the largest.
+LPIPS_FACTOR = 2 * max(FACTORS.values())
+#: headroom over the measured factors (allocator fragmentation, threads' buffers)
+MARGIN = 1.25
+
+_CURRENT: contextvars.ContextVar[Reservation | None] = contextvars.ContextVar(
+    "df_reservation", default=None)
+
+
+def factor_for(config: PipelineConfig | None, route: str = "diff") -> float:
+    """The working-memory factor of ``config`` on ``route`` ("diff" or "compare")."""
+    if config is None:
+        return max(max(FACTORS.values()), LPIPS_FACTOR) * MARGIN
+    metric = config.metric["name"]
+    strategy = "compare" if route == "compare" else config.strategy["name"]
+    if metric == "lpips" or (route == "compare" and f"compare/{metric}" not in FACTORS):
+        found = LPIPS_FACTOR if metric == "lpips" else FACTORS.get("compare/ssim")
+    else:
+        found = FACTORS.get(f"{strategy}/{metric}")
+    return (found if found is not None else max(FACTORS.values())) * MARGIN
+
+
+def _cgroup_limit() -> int | None:
+    """This process's cgroup memory limit in bytes (v2, else v1), or None."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2
+            candidates = [Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.max",
+                          Path("/sys/fs/cgroup/memory.max")]
+        elif "memory" in controllers.split(","):
+            candidates = [Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+                          / "memory.limit_in_bytes",
+                          Path("/sys/fs/cgroup/memory/memory.limit_in_bytes")]
+        else:
+            continue
+        for f in candidates:
+            try:
+                text = f.read_text().strip()
+            except OSError:
+                continue
+            if text.isdigit() and int(text) < 1 << 60:  # v1 "unlimited" is a huge number
+                return int(text)
+    return None
+
+
+def memory_limit() -> int:
+    """The memory this process may use: its cgroup limit, else the machine's RAM."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limit = _cgroup_limit()
+    return min(total, limit) if limit else total
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    width: int
+    height: int
+    channels: int  # as computed: alpha is composited away, palettes become RGB
+
+    @property
+    def units(self) -> int:
+        """Input units: pixels x channels x 4 bytes (the float32 tensor)."""
+        return self.width * self.height * self.channels * 4
+
+
+def peek_header(data: bytes, limits: Limits | None = None) -> ImageHeader | None:
+    """Size and channels from the header alone (Pillow's lazy open), or None when the
+    bytes are no image or exceed ``limits`` (decoding then refuses them as usual)."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            bands = img.getbands()
+    except Exception:  # any decoder complaint: decode_image gives the typed error
+        return None
+    if limits is not None and (
+            (limits.max_pixels is not None and width * height > limits.max_pixels)
+            or (limits.max_side is not None and max(width, height) > limits.max_side)):
+        return None
+    colour = len([b for b in bands if b != "A"]) > 1 or bands == ("P",)
+    return ImageHeader(width, height, 3 if colour else 1)
+
+
+class MemoryBudget:
+    """Bytes of one device's memory that admitted requests may reserve (thread-safe)."""
+
+    def __init__(self, total: int, device: str = "host", metrics: Metrics | None = None
+                 ) -> None:
+        self.total = total
+        self.device = device
+        self.reserved = 0
+        self.lock = threading.Lock()
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.memory_budget.labels(device).set(total)
+
+    def reserve(self, nbytes: int, retry_after: int) -> None:
+        """Take ``nbytes``: 413 when more than the whole budget, 503 when it is full now."""
+        if nbytes > self.total:
+            raise OverMemoryBudget(nbytes, self.total, self.device)
+        with self.lock:
+            fits = self.reserved + nbytes <= self.total
+            if fits:
+                self.reserved += nbytes
+        if not fits:
+            if self.metrics is not None:
+                self.metrics.rejected.labels("memory_full").inc()
+            raise MemoryFull(nbytes, self.total, self.device, retry_after)
+        self._gauge()
+
+    def release(self, nbytes: int) -> None:
+        with self.lock:
+            self.reserved = max(0, self.reserved - nbytes)
+        self._gauge()
+
+    def _gauge(self) -> None:
+        if self.metrics is not None:
+            self.metrics.memory_reserved.labels(self.device).set(self.reserved)
+
+    def snapshot(self) -> dict[str, int | str]:
+        with self.lock:
+            return {"device": self.device, "budget_bytes": self.total,
+                    "reserved_bytes": self.reserved}
+
+
+class Reservation:
+    """One request's share of the host budget: grows as its images' headers are read,
+    all released at once (the request's answer is encoded, or it failed)."""
+
+    def __init__(self, budget: MemoryBudget, retry_after: int | None = None) -> None:
+        self.budget = budget
+        self.retry_after = retry_after or 1
+        self.factor = factor_for(None)
+        self.units = 0  # input units reserved so far
+        self.nbytes = 0
+
+    def use(self, config: PipelineConfig, route: str = "diff") -> None:
+        """The pipeline is known: later images are reserved at its factor."""
+        self.factor = factor_for(config, route)
+
+    def add(self, header: ImageHeader) -> None:
+        """Reserve one more image's working memory before it is decoded."""
+        nbytes = int(header.units * self.factor)
+        whole = self.nbytes + nbytes
+        if whole > self.budget.total:  # name the request's whole need, not one image's
+            raise OverMemoryBudget(whole, self.budget.total, self.budget.device)
+        self.budget.reserve(nbytes, self.retry_after)
+        self.units += header.units
+        self.nbytes = whole
+
+    def release(self) -> None:
+        if self.nbytes:
+            self.budget.release(self.nbytes)
+            self.nbytes = 0
+
+    def enter(self) -> contextvars.Token[Reservation | None]:
+        """Make this the current request's reservation (for the image loader)."""
+        return _CURRENT.set(self)
+
+    @staticmethod
+    def leave(token: contextvars.Token[Reservation | None]) -> None:
+        _CURRENT.reset(token)
+
+
+def current_reservation() -> Reservation | None:
+    """The reservation of the request being prepared in this task, if any."""
+    return _CURRENT.get()
+
+
+def use_pipeline(config: PipelineConfig, route: str = "diff") -> None:
+    """Routes call this once the pipeline is parsed, before images are decoded."""
+    reservation = _CURRENT.get()
+    if reservation is not None:
+        reservation.use(config, route)
