@@ -44,9 +44,12 @@ __all__ = [
 #: resetting it, minus VmRSS before; max over 1024² and 2048² RGB pairs; torch 2.x CPU,
 #: 1 thread). "compare/ssim" is /v1/compare (1 reference, 2 candidates, standard scores).
 FACTORS: dict[str, float] = {
-    "difference/mse": 5.64,
-    "difference/psnr": 5.17,
-    "difference/ssim": 10.40,
+    "difference/mse": 5.64, "difference/psnr": 5.17, "difference/ssim": 10.40,
+    "difference/ms-ssim": 9.85,
+    "gradient/mse": 4.78, "gradient/psnr": 5.67, "gradient/ssim": 23.18,
+    "gradient/ms-ssim": 12.04,
+    "map/mse": 6.17, "map/psnr": 6.17, "map/ssim": 11.06,
+    "compare/ssim": 7.38,
 }
 #: LPIPS could not be measured here (no weights on the measuring machine): its factor is
 #: the largest measured one, doubled. Unknown strategies and metrics get the largest.
@@ -186,6 +189,7 @@ class Reservation:
         self.factor = factor_for(None)
         self.units = 0  # input units reserved so far
         self.nbytes = 0
+        self.refusal: Exception | None = None  # once refused, later images get the same
 
     def use(self, config: PipelineConfig, route: str = "diff") -> None:
         """The pipeline is known: later images are reserved at its factor."""
@@ -193,11 +197,17 @@ class Reservation:
 
     def add(self, header: ImageHeader) -> None:
         """Reserve one more image's working memory before it is decoded."""
+        if self.refusal is not None:
+            raise self.refusal
         nbytes = int(header.units * self.factor)
         whole = self.nbytes + nbytes
-        if whole > self.budget.total:  # name the request's whole need, not one image's
-            raise OverMemoryBudget(whole, self.budget.total, self.budget.device)
-        self.budget.reserve(nbytes, self.retry_after)
+        try:
+            if whole > self.budget.total:  # the request's need so far, not one image's
+                raise OverMemoryBudget(whole, self.budget.total, self.budget.device)
+            self.budget.reserve(nbytes, self.retry_after)
+        except (OverMemoryBudget, MemoryFull) as exc:
+            self.refusal = exc
+            raise
         self.units += header.units
         self.nbytes = whole
 

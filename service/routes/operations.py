@@ -29,7 +29,7 @@ from ..errors import NotReady
 from ..prometheus import CONTENT_TYPE_LATEST
 from ..state import ServiceState
 
-__all__ = ["describe", "router"]
+__all__ = ["describe", "memory", "router"]
 
 router = APIRouter()
 
@@ -51,8 +51,14 @@ def describe(state: ServiceState) -> dict[str, Any]:
         "limits": {"max_upload_bytes": s.max_upload_bytes, "max_body_bytes": s.body_limit,
                    "max_pixels": s.max_pixels, "max_side": s.max_side,
                    "request_timeout_s": s.request_timeout},
+        "memory": memory(state),
         "default_config": PipelineConfig().model_dump(mode="json"),
     }
+
+
+def memory(state: ServiceState) -> list[dict[str, Any]]:
+    """Each memory budget (host, then CUDA devices): its size and what is reserved now."""
+    return [state.budget.snapshot(), *(b.snapshot() for b in state.pool.device_budgets.values())]
 
 
 @router.get("/v1/capabilities", tags=["info"], summary="What this server can do",
@@ -70,7 +76,8 @@ async def healthz() -> JSONResponse:
 @router.get("/readyz", tags=["ops"], summary="Workers up and preloaded models warm",
             responses=apidocs.READY_RESPONSES)
 async def readyz(state: StateDep) -> Response:
-    detail = {"workers": state.pool.snapshot(), **state.warmup.snapshot()}
+    detail = {"workers": state.pool.snapshot(), "memory": memory(state),
+              **state.warmup.snapshot()}
     if state.pool.ready:
         return JSONResponse({"status": "ready", **detail})
     raise NotReady("shutting down" if state.pool.closing

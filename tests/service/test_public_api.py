@@ -73,7 +73,7 @@ PUBLIC = {
     "service.routes.cvat": {'compute', 'router'},
     "service.routes.diff": {'compute', 'router'},
     "service.routes.label_studio": {'compute', 'router'},
-    "service.routes.operations": {'describe', 'router'},
+    "service.routes.operations": {'describe', 'memory', 'router'},
     "service.routes.page": {'PAGE_FILES', 'PAGE_PATHS', 'PageFiles', 'STATIC', 'router'},
     "service.schemas": {
         'COMPARE_FORM', 'CandidateOut', 'CompareRequest', 'CompareResponse', 'DIFF_FORM',

@@ -1,0 +1,235 @@
+"""Overload, in process: admission by the memory budget (413 naming both numbers, 503 with
+Retry-After when it is taken, released after the answer), image headers read without
+decoding, abandoned work stopped at its next step, 503 when the wait is predictably
+longer than the deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import threading
+import time
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="Using `httpx` with")
+    from fastapi.testclient import TestClient
+
+from core import PipelineConfig
+from core.finder import check_cancel
+from service.app import create_app
+from service.budget import FACTORS, MemoryBudget, factor_for, memory_limit, peek_header
+from service.errors import DeadlineExceeded, WaitTooLong
+from service.prometheus import Metrics
+from service.settings import Settings
+from service.workers import WorkerPool, cancel_check
+
+
+def png(a: np.ndarray, mode: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    img = Image.fromarray(a)
+    (img.convert(mode) if mode else img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+RNG = np.random.default_rng(3)
+SMALL = RNG.integers(0, 256, (64, 80, 3), dtype=np.uint8)
+
+
+def upload(a: np.ndarray, b: np.ndarray, config: str = "{}") -> dict:
+    return {"files": {"reference": ("a.png", png(a)), "candidate": ("b.png", png(b))},
+            "data": {"config": config}}
+
+
+# --- headers and the estimate -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode, channels", [("L", 1), ("LA", 1), ("RGB", 3), ("RGBA", 3),
+                                            ("P", 3), ("I;16", 1)])
+def test_header_gives_size_and_computed_channels_without_decoding(mode, channels):
+    data = png(SMALL, mode if mode != "I;16" else None) if mode != "I;16" else _png16()
+    header = peek_header(data)
+    decoded = Image.open(io.BytesIO(data))
+    assert (header.width, header.height) == decoded.size
+    assert header.channels == channels
+    assert header.units == decoded.size[0] * decoded.size[1] * channels * 4
+
+
+def _png16() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(RNG.integers(0, 65535, (64, 80), dtype=np.uint16)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_header_of_no_image_is_none():
+    assert peek_header(b"<html>not an image</html>") is None
+
+
+def test_factors_are_per_strategy_and_metric_and_unknown_ones_get_the_largest():
+    ssim = factor_for(PipelineConfig.model_validate({"metric": "ssim"}))
+    mse = factor_for(PipelineConfig.model_validate({"metric": "mse"}))
+    assert ssim > mse > 1
+    assert factor_for(None) >= max(FACTORS.values())
+
+
+def test_memory_limit_is_at_most_the_machine():
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert 0 < memory_limit() <= total
+
+
+# --- the budget through the API ---------------------------------------------------------
+
+
+def test_a_request_larger_than_the_whole_budget_is_413_naming_both_numbers():
+    budget = 1_000_000
+    with TestClient(create_app(Settings(devices=["cpu"], cpu_workers=1,
+                                        memory_budget=budget))) as client:
+        big = np.zeros((400, 400, 3), np.uint8)
+        r = client.post("/v1/diff", **upload(big, big))
+        assert r.status_code == 413, r.text
+        body = r.json()
+        assert body["code"] == "over-memory-budget"
+        assert body["budget_bytes"] == budget and body["needed_bytes"] > budget
+        assert str(budget) in body["detail"] and str(body["needed_bytes"]) in body["detail"]
+        one = int(400 * 400 * 3 * 4 * factor_for(PipelineConfig()))
+        assert body["needed_bytes"] in (one, 2 * one)  # refused at the first image or both
+        assert client.app.state.df.budget.reserved == 0
+
+
+def test_a_taken_budget_is_503_with_retry_after_and_freed_after_each_answer():
+    with TestClient(create_app(Settings(devices=["cpu"], cpu_workers=1,
+                                        memory_budget=50_000_000))) as client:
+        state = client.app.state.df
+        r = client.post("/v1/diff", **upload(SMALL, 255 - SMALL))
+        assert r.status_code == 200 and state.budget.reserved == 0
+        state.budget.reserve(state.budget.total - 1000, 1)  # another request holds it
+        r = client.post("/v1/diff", **upload(SMALL, 255 - SMALL))
+        assert r.status_code == 503, r.text
+        assert r.json()["code"] == "memory-full" and int(r.headers["retry-after"]) >= 1
+        state.budget.release(state.budget.total - 1000)
+        assert client.post("/v1/diff", **upload(SMALL, 255 - SMALL)).status_code == 200
+        ready = client.get("/readyz").json()["memory"][0]
+        assert ready == {"device": "host", "budget_bytes": 50_000_000, "reserved_bytes": 0}
+        caps = client.get("/v1/capabilities").json()["memory"][0]
+        assert caps["budget_bytes"] == 50_000_000
+        metrics = client.get("/metrics").text
+        assert 'df_memory_budget_bytes{device="host"} 5e+07' in metrics
+        assert 'df_requests_rejected_total{reason="memory_full"} 1.0' in metrics
+
+
+def test_json_inline_images_are_reserved_too():
+    import base64
+    with TestClient(create_app(Settings(devices=["cpu"], cpu_workers=1,
+                                        memory_budget=100_000))) as client:
+        data = base64.b64encode(png(np.zeros((300, 300), np.uint8))).decode()
+        r = client.post("/v1/diff", json={"reference": {"data": data},
+                                          "candidate": {"data": data}})
+        assert r.status_code == 413 and r.json()["code"] == "over-memory-budget"
+
+
+def test_a_host_budget_reservation_is_thread_safe():
+    budget = MemoryBudget(1000, "host", Metrics())
+    taken: list[bool] = []
+
+    def take() -> None:
+        try:
+            budget.reserve(10, 1)
+            taken.append(True)
+        except Exception:
+            taken.append(False)
+
+    threads = [threading.Thread(target=take) for _ in range(200)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert taken.count(True) == 100 and budget.reserved == 1000
+
+
+# --- abandoned work, predictable waits ---------------------------------------------------
+
+
+def _pool() -> WorkerPool:
+    pool = WorkerPool([torch.device("cpu")], queue_size=4, metrics=Metrics(),
+                      request_timeout=10)
+    pool.start()
+    return pool
+
+
+def steps(n: int, seconds: float, done: list[int]):
+    """A job of ``n`` steps with a cancellation check between them (as core's Finder)."""
+    def fn(_device):
+        for i in range(n):
+            check_cancel(cancel_check(), f"step {i}")
+            time.sleep(seconds)
+            done.append(i)
+        return len(done)
+    return fn
+
+
+def test_a_job_past_its_deadline_stops_at_its_next_step_and_frees_the_worker():
+    pool = _pool()
+    done: list[int] = []
+
+    async def go() -> float:
+        with pytest.raises(DeadlineExceeded):
+            await pool.run(steps(100, 0.02, done), deadline=time.monotonic() + 0.2)
+        start = time.monotonic()
+        assert await pool.run(lambda _: "next", deadline=time.monotonic() + 5) == "next"
+        return time.monotonic() - start
+
+    waited = asyncio.run(go())
+    assert waited < 0.5  # the worker was free within about one step
+    assert 5 <= len(done) < 30  # it ran until the deadline, not the 100 steps
+    pool.shutdown(5)
+
+
+def test_a_job_whose_client_left_stops():
+    pool = _pool()
+    done: list[int] = []
+
+    async def go() -> None:
+        gone = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.1, gone.set)
+        from service.errors import ClientDisconnected
+        with pytest.raises(ClientDisconnected):
+            await pool.run(steps(100, 0.02, done), deadline=time.monotonic() + 30,
+                           disconnected=gone.wait)
+        await asyncio.sleep(0.2)
+
+    asyncio.run(go())
+    assert len(done) < 20
+    pool.shutdown(5)
+
+
+def test_a_job_whose_deadline_passed_is_not_started():
+    pool = _pool()
+    ran: list[int] = []
+
+    async def go() -> None:
+        with pytest.raises(DeadlineExceeded):
+            await pool.run(lambda _: ran.append(1), deadline=time.monotonic() - 1)
+
+    asyncio.run(go())
+    pool.shutdown(5)
+    assert ran == []
+
+
+def test_a_predictably_too_long_wait_is_503_at_admission():
+    pool = _pool()
+
+    async def go() -> None:
+        for _ in range(3):
+            await pool.run(lambda _: time.sleep(0.1), deadline=time.monotonic() + 5)
+
+    asyncio.run(go())
+    assert pool.expected_wait() >= 0.1
+    with pool.admit(deadline_s=10):  # fits
+        with pytest.raises(WaitTooLong) as info:
+            pool.admit(deadline_s=0.15)  # one ahead + itself: about 0.2 s
+    assert info.value.status == 503 and int(info.value.headers["Retry-After"]) >= 1
+    pool.shutdown(5)
