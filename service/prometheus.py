@@ -45,7 +45,8 @@ class Metrics:
                                     buckets=_WAIT_BUCKETS, registry=r)
         self.rejected = Counter("df_requests_rejected",
                                 "diff requests refused or dropped, by reason "
-                                "(queue_full, deadline, disconnected)", ["reason"], registry=r)
+                                "(queue_full, memory_full, wait_too_long, deadline, disconnected)",
+                                ["reason"], registry=r)
         self.busy = Counter("df_worker_busy_seconds", "seconds each worker spent computing",
                             ["device", "worker"], registry=r)
         self.jobs = Counter("df_worker_jobs", "jobs run by each worker, by outcome",

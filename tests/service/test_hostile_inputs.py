@@ -300,3 +300,106 @@ def test_still_computes_after_the_table(target: Target):
     assert r.status_code == 200
     expected = float(np.mean((REF / 255.0 - OTHER / 255.0) ** 2))
     assert abs(r.json()["metrics"]["mse"] - expected) < 1e-4
+
+
+# --- overload: bodies too large, huge images, SIGTERM (the real server, and in process) ---
+
+
+def test_oversized_body_413_is_read_by_every_client(tmp_path):
+    """A body over DF_MAX_BODY_BYTES: urllib, requests and httpx all read the 413."""
+    from tests.e2e.conftest import Server
+    from tests.e2e.test_overload import hammer
+
+    server = Server(tmp_path, DF_MAX_BODY_BYTES=str(2 * 1024 * 1024), DF_CPU_WORKERS="1")
+    try:
+        server.wait_ready()
+        results = hammer(server.url + "/v1/diff", b"x" * (6 * 1024 * 1024),
+                         "application/json", per_kind=4)
+        assert results == {(k, 413, False): 4 for k in ("urllib", "requests", "httpx")}
+    finally:
+        server.stop()
+
+
+def flat_36mp() -> bytes:
+    """A 6000x6000 flat RGB PNG: 36 megapixels in a small upload (~100 KB)."""
+    return enc(np.full((6000, 6000, 3), 90, np.uint8))
+
+
+def test_36_megapixel_pair_over_the_budget_is_413_in_process():
+    big = flat_36mp()
+    with TestClient(create_app(Settings(devices=["cpu"], cpu_workers=1,
+                                        memory_budget=2_000_000_000))) as client:
+        r = client.post("/v1/diff", **upload(big, {}, reference=big))
+        assert r.status_code == 413, r.text[:300]
+        assert r.json()["code"] == "over-memory-budget"
+        assert "2000000000" in r.json()["detail"]
+
+
+def test_16_concurrent_36_megapixel_pairs_are_refused_fast_with_memory_bounded(tmp_path):
+    from tests.e2e.conftest import Server
+    from tests.e2e.test_overload import multipart
+
+    server = Server(tmp_path, DF_MEMORY_BUDGET="2000000000", DF_CPU_WORKERS="2")
+    body, ctype = multipart({"reference": flat_36mp(), "candidate": flat_36mp()})
+    try:
+        server.wait_ready()
+        statuses: list[int] = []
+
+        def one() -> None:
+            r = httpx.post(server.url + "/v1/diff", content=body,
+                           headers={"Content-Type": ctype}, timeout=60)
+            statuses.append(r.status_code)
+
+        import threading
+        import time
+        start = time.monotonic()
+        threads = [threading.Thread(target=one) for _ in range(16)]
+        [t.start() for t in threads]
+        [t.join(60) for t in threads]
+        elapsed = time.monotonic() - start
+        with open(f"/proc/{server.proc.pid}/status") as f:
+            peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+        assert sorted(statuses) == [413] * 16, statuses
+        assert elapsed < 30, elapsed
+        assert peak * 1024 < 2_000_000_000, peak  # nothing was decoded
+        assert httpx.get(server.url + "/healthz").status_code == 200
+    finally:
+        server.stop()
+
+
+def test_sigterm_under_load_finishes_in_flight_requests_and_refuses_new_ones(tmp_path):
+    import signal
+    import threading
+    import time
+
+    from tests.e2e.conftest import Server
+
+    server = Server(tmp_path, DF_CPU_WORKERS="1", DF_QUEUE_SIZE="4")
+    noise = np.random.default_rng(5).integers(0, 256, (700, 700, 3), dtype=np.uint8)
+    files = upload(enc(255 - noise), {}, reference=enc(noise))
+    outcomes: list[Any] = []
+    try:
+        server.wait_ready()
+
+        def one() -> None:
+            try:
+                outcomes.append(httpx.post(server.url + "/v1/diff", timeout=60,
+                                           **files).status_code)
+            except httpx.HTTPError as exc:
+                outcomes.append(type(exc).__name__)
+
+        threads = [threading.Thread(target=one) for _ in range(5)]
+        [t.start() for t in threads]
+        time.sleep(0.5)  # all five in flight: one computing, four waiting
+        server.proc.send_signal(signal.SIGTERM)
+        [t.join(60) for t in threads]
+        assert outcomes == [200] * 5, (outcomes, server.log())
+        try:
+            httpx.get(server.url + "/healthz", timeout=5)
+            refused = False
+        except httpx.ConnectError:
+            refused = True
+        assert refused  # the listening socket is closed: a clean refusal, not a reset
+        assert server.proc.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
+    finally:
+        server.stop()
