@@ -1,50 +1,83 @@
-"""Overload benchmark: more concurrent ``POST /v1/diff`` requests than the workers and queue
-take, against a real uvicorn server on loopback. Prints status counts, latency percentiles
-(accepted and refused apart), whether every refusal carried Retry-After, the server's peak
-memory, and whether it is healthy afterwards.
+"""Overload benchmark on locust (as a library, headless): scenarios against a real uvicorn
+server started here on 127.0.0.1 (loopback only). Prints, per scenario, status counts,
+connection errors, latency percentiles of accepted and refused requests, the server's
+peak RSS, and targets with PASS/FAIL:
 
-    python -m benchmarks.load [--concurrency 32] [--requests 400] [--seconds 20]
-                              [--queue-size 4] [--size 256]
+- 0 connection errors;
+- refusals' p99 <= 50 ms;
+- peak RSS over idle within the memory budget;
+- accepted p99 <= (queue size / workers + 1) x median service time (Server-Timing).
 
-Bounded: it stops after ``--requests`` requests or ``--seconds`` seconds, whichever comes
-first. Loopback only (the server is started here, on 127.0.0.1).
+Scenarios: ``small`` (bursts of 256² pairs), ``big`` (bursts of 2048² pairs, a budget
+that takes two at a time), ``mixed`` (small bursts plus slow clients that upload at
+~100 KB/s). Each is bounded by ``--seconds`` and ``--requests``.
+
+locust is a benchmark-only dependency, not in the project's: install it into its own
+environment (``python -m venv /work/bench-venv && /work/bench-venv/bin/pip install locust
+numpy pillow``) and run this with that Python; the server runs with ``--server-python``
+(default: the project's .venv)::
+
+    /work/bench-venv/bin/python -m benchmarks.load [--scenario all] [--seconds 20]
+        [--requests 600] [--users 48] [--queue-size 4] [--server-python PATH]
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import io
-import os
-import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
-from collections import Counter
-from pathlib import Path
+from gevent import monkey
 
-import httpx
-import numpy as np
-from PIL import Image
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import io  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from collections import Counter  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import gevent  # noqa: E402
+import numpy as np  # noqa: E402
+import requests  # noqa: E402
+from locust import HttpUser, constant, task  # noqa: E402
+from locust.env import Environment  # noqa: E402
+from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SERVER_PYTHON = ROOT / ".venv" / "bin" / "python"
+if not DEFAULT_SERVER_PYTHON.exists():
+    DEFAULT_SERVER_PYTHON = Path("/work/main/.venv/bin/python")
 
 
-def make_pair(size: int) -> tuple[bytes, bytes]:
-    """A real photo crop and a copy with a painted patch, as PNG files."""
-    from skimage import data
-
-    ref = np.ascontiguousarray(data.astronaut()[:size, :size])
-    cand = ref.copy()
-    cand[size // 4: size // 2, size // 3: size // 2] = (250, 20, 20)
+def pair(size: int) -> tuple[bytes, bytes]:
+    """A blocky random image and a copy with a painted patch, as PNG files."""
+    rng = np.random.default_rng(size)
+    a = np.kron(rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8),
+                np.ones((8, 8, 1), np.uint8))
+    b = a.copy()
+    b[size // 4: size // 2, size // 3: size // 2] = (250, 20, 20)
     out = []
-    for a in (ref, cand):
+    for x in (a, b):
         buf = io.BytesIO()
-        Image.fromarray(a).save(buf, format="PNG")
+        Image.fromarray(x).save(buf, format="PNG")
         out.append(buf.getvalue())
     return out[0], out[1]
+
+
+def multipart(ref: bytes, cand: bytes) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    body = b""
+    for name, data in (("reference", ref), ("candidate", cand)):
+        body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; "
+                 f"filename=\"{name}.png\"\r\nContent-Type: image/png\r\n\r\n").encode()
+        body += data + b"\r\n"
+    body += f"--{boundary}\r\nContent-Disposition: form-data; name=\"config\"\r\n\r\n" \
+            f"{{\"metric\": \"ssim\"}}\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
 
 
 def free_port() -> int:
@@ -53,37 +86,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def rss_kib(pid: int, field: str = "VmRSS") -> int:
-    """Resident memory of ``pid`` in KiB (VmHWM is the kernel's peak)."""
+def status_kib(pid: int, name: str) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith(field + ":"):
+            if line.startswith(name + ":"):
                 return int(line.split()[1])
     return 0
 
 
 class Server:
-    """``python -m service`` on a free loopback port."""
+    """``python -m service`` on a free loopback port with the given settings."""
 
-    def __init__(self, queue_size: int) -> None:
+    def __init__(self, python: str, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DF_")}
-        env.update({"DF_DEVICES": "cpu", "DF_QUEUE_SIZE": str(queue_size),
-                    "DF_ACCESS_LOG": "false", "DF_LOG_LEVEL": "warning"})
+        full = {k: v for k, v in os.environ.items() if not k.startswith("DF_")}
+        full.update({"DF_DEVICES": "cpu", "DF_ACCESS_LOG": "false", "DF_LOG_LEVEL": "warning",
+                     "PYTHONPATH": str(ROOT), **env})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [python, "-m", "service", "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=ROOT, env=full, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def wait_ready(self, timeout: float = 120.0) -> None:
+    def wait_ready(self, timeout: float = 120.0) -> dict:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None:
                 raise SystemExit("the server exited while starting")
             try:
-                if httpx.get(self.url + "/readyz", timeout=5).status_code == 200:
-                    return
-            except httpx.TransportError:
+                r = requests.get(self.url + "/readyz", timeout=5)
+                if r.status_code == 200:
+                    return r.json()
+            except requests.RequestException:
                 pass
             time.sleep(0.05)
         raise SystemExit("the server did not become ready")
@@ -92,116 +125,197 @@ class Server:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(30)
+                self.proc.wait(60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
 
 
-class MemoryWatch(threading.Thread):
-    """Samples the server's resident memory every 20 ms."""
+@dataclass
+class Record:
+    """What came back: (status, ms, Retry-After present, service ms or None); 0 = error."""
 
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid, self.peak, self.stopped = pid, 0, threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                self.peak = max(self.peak, rss_kib(self.pid))
-            except OSError:
-                return
-            time.sleep(0.02)
+    rows: list[tuple[int, float, bool, float | None]] = field(default_factory=list)
+    errors: Counter = field(default_factory=Counter)
 
 
-async def hammer(url: str, body: tuple[bytes, dict[str, str]], concurrency: int,
-                 max_requests: int, max_seconds: float) -> list[tuple[int, float, bool]]:
-    """Closed loop: ``concurrency`` clients post until the request or time budget is spent.
-    Returns (status, seconds, had Retry-After) per request; status 0 is a transport error."""
-    results: list[tuple[int, float, bool]] = []
-    sent = 0
-    end = time.monotonic() + max_seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
-        async def one_client() -> None:
-            nonlocal sent
-            while sent < max_requests and time.monotonic() < end:
-                sent += 1
-                start = time.perf_counter()
-                try:
-                    r = await client.post("/v1/diff", content=body[0], headers=body[1])
-                    status, retry = r.status_code, "retry-after" in r.headers
-                except httpx.HTTPError:
-                    status, retry = 0, False
-                results.append((status, time.perf_counter() - start, retry))
-
-        await asyncio.gather(*(one_client() for _ in range(concurrency)))
-    return results
+def service_ms(timing: str | None) -> float | None:
+    """A response's service time from Server-Timing: every stage but queue and total."""
+    if not timing:
+        return None
+    total = 0.0
+    for part in timing.split(","):
+        name, _, dur = part.strip().partition(";dur=")
+        if name not in ("queue", "total") and dur:
+            total += float(dur)
+    return total
 
 
-def multipart(ref: bytes, cand: bytes) -> tuple[bytes, dict[str, str]]:
-    req = httpx.Request("POST", "http://x/", files={"reference": ("r.png", ref),
-                                                    "candidate": ("c.png", cand)},
-                        data={"config": '{"metric": "ssim"}'})
-    return req.read(), {"content-type": req.headers["content-type"]}
+def user_classes(body: tuple[bytes, str], slow_users: int, record: Record, limit: int,
+                 env_box: list[Environment]) -> list[type[HttpUser]]:
+    """A burst user (posts at once, again and again) and optionally slow uploaders."""
+
+    def post(user: HttpUser, data, name: str) -> None:
+        if len(record.rows) >= limit:
+            env_box[0].runner.quit()
+            return
+        start = time.perf_counter()
+        try:
+            r = user.client.request("POST", "/v1/diff", data=data, name=name,
+                                    headers={"Content-Type": body[1]}, timeout=120,
+                                    catch_response=True)
+            with r as resp:
+                resp.success()  # counted here, not by locust's failure rules
+                ms = (time.perf_counter() - start) * 1e3
+                if resp.status_code == 0:
+                    record.errors[type(resp.error).__name__ if resp.error else "error"] += 1
+                    record.rows.append((0, ms, False, None))
+                else:
+                    record.rows.append((resp.status_code, ms, "retry-after" in resp.headers,
+                                        service_ms(resp.headers.get("server-timing"))))
+        except Exception as exc:  # a transport error outside locust's wrapper
+            record.errors[type(exc).__name__] += 1
+            record.rows.append((0, (time.perf_counter() - start) * 1e3, False, None))
+
+    class Burst(HttpUser):
+        wait_time = constant(0)
+        weight = 10
+
+        @task
+        def diff(self) -> None:
+            post(self, body[0], "burst")
+
+    classes: list[type[HttpUser]] = [Burst]
+    if slow_users:
+        def trickle():
+            for i in range(0, len(body[0]), 16384):
+                gevent.sleep(0.15)
+                yield body[0][i:i + 16384]
+
+        class Slow(HttpUser):
+            wait_time = constant(0)
+            fixed_count = slow_users
+
+            @task
+            def diff(self) -> None:
+                post(self, trickle(), "slow")
+
+        classes.append(Slow)
+    return classes
 
 
 def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) * 1000 if values else float("nan")
+    return float(np.percentile(values, q)) if values else float("nan")
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--concurrency", type=int, default=32)
-    p.add_argument("--requests", type=int, default=400)
-    p.add_argument("--seconds", type=float, default=20.0)
-    p.add_argument("--queue-size", type=int, default=4)
-    p.add_argument("--size", type=int, default=256, help="image side in pixels")
-    args = p.parse_args()
-
-    body = multipart(*make_pair(args.size))
-    server = Server(args.queue_size)
+def run_scenario(name: str, size: int, users: int, slow: int, budget: int | None,
+                 args: argparse.Namespace) -> bool:
+    body = multipart(*pair(size))
+    env = {"DF_QUEUE_SIZE": str(args.queue_size), "DF_CPU_WORKERS": str(args.workers)}
+    if budget:
+        env["DF_MEMORY_BUDGET"] = str(budget)
+    server = Server(args.server_python, **env)
+    record = Record()
     try:
-        server.wait_ready()
-        idle_before = rss_kib(server.proc.pid)
-        watch = MemoryWatch(server.proc.pid)
-        watch.start()
+        ready = server.wait_ready()
+        budget_bytes = ready["memory"][0]["budget_bytes"]
+        idle = status_kib(server.proc.pid, "VmRSS") * 1024
+        with open(f"/proc/{server.proc.pid}/clear_refs", "w") as f:
+            f.write("5")  # the peak counts from here
+        box: list[Environment] = []
+        environment = Environment(user_classes=user_classes(body, slow, record,
+                                                            args.requests, box),
+                                  host=server.url)
+        box.append(environment)
+        runner = environment.create_local_runner()
         started = time.monotonic()
-        results = asyncio.run(hammer(server.url, body, args.concurrency, args.requests,
-                                     args.seconds))
+        runner.start(users + slow, spawn_rate=users + slow)
+        health: list[float] = []
+
+        def probe() -> None:  # /healthz while the burst runs
+            while runner.state != "stopped":
+                t0 = time.perf_counter()
+                try:
+                    requests.get(server.url + "/healthz", timeout=5)
+                    health.append((time.perf_counter() - t0) * 1e3)
+                except requests.RequestException:
+                    record.errors["healthz"] += 1
+                gevent.sleep(0.05)
+
+        gevent.spawn(probe)
+        gevent.spawn_later(args.seconds, runner.quit)
+        runner.greenlet.join()
         elapsed = time.monotonic() - started
-        watch.stopped.set()
-        watch.join()
-        time.sleep(1.0)
-        idle_after = rss_kib(server.proc.pid)
-        peak = max(watch.peak, rss_kib(server.proc.pid, "VmHWM"))
-        health = httpx.get(server.url + "/healthz", timeout=10).status_code
-        check = httpx.post(server.url + "/v1/diff", content=body[0], headers=body[1],
-                           timeout=60).status_code
+        peak = status_kib(server.proc.pid, "VmHWM") * 1024
     finally:
         server.stop()
 
-    counts = Counter(s for s, _, _ in results)
-    ok = [t for s, t, _ in results if s == 200]
-    refused = [(t, retry) for s, t, retry in results if s in (429, 503)]
-    other = {s: n for s, n in counts.items() if s not in (200, 429, 503)}
-    print(f"## Overload: {len(results)} requests from {args.concurrency} clients in "
-          f"{elapsed:.1f} s (queue size {args.queue_size}, {args.size}x{args.size} PNG pairs, "
-          f"ssim; {os.cpu_count()} CPU cores)\n")
+    rows = record.rows
+    counts = Counter(s for s, *_ in rows)
+    accepted = [ms for s, ms, *_ in rows if s == 200]
+    refused = [(ms, retry) for s, ms, retry, _ in rows if s in (413, 429, 503)]
+    services = [sv for s, _, _, sv in rows if s == 200 and sv is not None]
+    median_service = pct(services, 50)
+    bound = (args.queue_size / args.workers + 1) * median_service
+    errors = sum(record.errors.values())
+    print(f"\n### {name}: {len(rows)} requests in {elapsed:.1f} s — {users} burst users"
+          f"{f' + {slow} slow uploaders' if slow else ''}, {size}² pairs (ssim), "
+          f"queue {args.queue_size}, {args.workers} CPU workers, budget "
+          f"{budget_bytes / 2**20:.0f} MiB, {os.cpu_count()} cores\n")
     print("| status | count | p50 ms | p90 ms | p99 ms | max ms |")
     print("|---|---:|---:|---:|---:|---:|")
     for status in sorted(counts):
-        ts = [t for s, t, _ in results if s == status]
-        print(f"| {status or 'transport error'} | {counts[status]} | {pct(ts, 50):.0f} | "
-              f"{pct(ts, 90):.0f} | {pct(ts, 99):.0f} | {max(ts) * 1000:.0f} |")
-    print()
-    print(f"- accepted: {len(ok)} ({len(ok) / elapsed:.1f}/s); refused with 429/503: "
-          f"{len(refused)}, all with Retry-After: {all(r for _, r in refused)}")
-    print(f"- other statuses: {other or 'none'}")
-    print(f"- server memory: idle before {idle_before / 1024:.0f} MiB, peak "
-          f"{peak / 1024:.0f} MiB, idle after {idle_after / 1024:.0f} MiB")
-    print(f"- afterwards: /healthz {health}, a fresh /v1/diff {check}")
+        ts = [ms for s, ms, *_ in rows if s == status]
+        print(f"| {status or 'connection error'} | {counts[status]} | {pct(ts, 50):.0f} | "
+              f"{pct(ts, 90):.0f} | {pct(ts, 99):.0f} | {max(ts):.0f} |")
+    print(f"\n- connection errors: {errors} {dict(record.errors) or ''}")
+    print(f"- refusals with Retry-After: {sum(r for _, r in refused if True)}/{len(refused)} "
+          "(413s carry none)")
+    print(f"- /healthz under load: p50 {pct(health, 50):.1f} ms, p99 {pct(health, 99):.1f} ms "
+          f"({len(health)} probes)")
+    print(f"- median service time {median_service:.0f} ms; server RSS idle "
+          f"{idle / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB")
+    refused_p99 = pct([ms for ms, _ in refused], 99)
+    checks = [
+        ("0 connection errors", errors == 0, f"{errors}"),
+        ("refusals' p99 <= 50 ms", not refused or refused_p99 <= 50, f"{refused_p99:.0f} ms"),
+        ("peak RSS over idle <= budget", peak - idle <= budget_bytes,
+         f"{(peak - idle) / 2**20:.0f} MiB of {budget_bytes / 2**20:.0f} MiB"),
+        ("accepted p99 <= (queue/workers + 1) x median service",
+         not accepted or pct(accepted, 99) <= bound,
+         f"{pct(accepted, 99):.0f} ms vs {bound:.0f} ms"),
+    ]
+    print("\n| target | result | measured |\n|---|---|---|")
+    for label, ok, measured in checks:
+        print(f"| {label} | {'PASS' if ok else 'FAIL'} | {measured} |")
+    return all(ok for _, ok, _ in checks)
+
+
+SCENARIOS = {
+    # name: (image side, burst users, slow users, memory budget or None for the default)
+    "small": (256, 48, 0, None),
+    "big": (2048, 6, 0, 1_500_000_000),
+    "mixed": (256, 32, 4, None),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all")
+    p.add_argument("--seconds", type=float, default=20.0, help="per scenario, at most")
+    p.add_argument("--requests", type=int, default=600, help="per scenario, at most")
+    p.add_argument("--users", type=int, default=None, help="burst users (scenario default)")
+    p.add_argument("--queue-size", type=int, default=4)
+    p.add_argument("--workers", type=int, default=2, help="DF_CPU_WORKERS")
+    p.add_argument("--server-python", default=str(DEFAULT_SERVER_PYTHON))
+    args = p.parse_args(argv)
+    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
+    ok = True
+    for name in names:
+        size, users, slow, budget = SCENARIOS[name]
+        ok &= run_scenario(name, size, args.users or users, slow, budget, args)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
