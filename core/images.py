@@ -169,14 +169,18 @@ def _channel_axis_3d(shape: Sequence[int], prefer_last: bool) -> Literal["first"
 
 
 def _to_float(t: torch.Tensor, what: str) -> torch.Tensor:
-    if t.dtype == torch.uint8:  # one new tensor, divided in place (same values as t / 255)
-        return t.to(torch.float32).div_(255.0)
+    """float32 in one contiguous (N, C, H, W) layout for every later step (a channel-last
+    view would make each reshape downstream copy the image); integer data is converted
+    and laid out in one pass, then scaled in place (same values as ``t / 255``)."""
+    contiguous = torch.contiguous_format
+    if t.dtype == torch.uint8:
+        return t.to(torch.float32, memory_format=contiguous).div_(255.0)
     if t.dtype == torch.uint16:
-        return t.to(torch.float32).div_(65535.0)
+        return t.to(torch.float32, memory_format=contiguous).div_(65535.0)
     if t.dtype == torch.bool:
-        return t.to(torch.float32)
+        return t.to(torch.float32, memory_format=contiguous)
     if t.is_floating_point():
-        t = t.to(torch.float32)
+        t = t.to(torch.float32, memory_format=contiguous)
         if not bool(torch.isfinite(t).all()):
             raise InputError(f"{what}: contains NaN or infinite values")
         return t
@@ -231,7 +235,6 @@ def to_tensor(obj: ImageLike, *, what: str = "image", limits: Limits | None = No
         )
     if device is not None:
         t = t.to(device, non_blocking=True)
-    t = _to_float(t, what)
     batched = t.ndim == 4
     if t.ndim == 2:
         t = t[None, None]
@@ -249,7 +252,9 @@ def to_tensor(obj: ImageLike, *, what: str = "image", limits: Limits | None = No
     n, _, h, w = t.shape
     if n == 0 or h == 0 or w == 0:
         raise InputError(f"{what}: empty image of shape {tuple(t.shape)}")
-    return _drop_alpha(t), batched
+    # one contiguous (N, C, H, W) layout for every later step (a channel-last view would
+    # make each reshape downstream copy the image)
+    return _drop_alpha(_to_float(t, what)), batched
 
 
 def _drop_alpha(t: torch.Tensor) -> torch.Tensor:

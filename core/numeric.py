@@ -191,15 +191,16 @@ def upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def squared_error_sum(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-sample sum of ``(y - x)**2`` over (N, ...) in float64, computed in bands on the
-    CPU so that no full-size difference is held (cheap MSE/PSNR next to any map)."""
-    n = x.shape[0]
-    xf, yf = x.reshape(n, -1), y.reshape(n, -1)
-    total = torch.zeros(n, dtype=torch.float64, device=x.device)
-    step = xf.shape[1] if x.device.type != "cpu" else 4 * BAND_ELEMENTS
-    for i in range(0, xf.shape[1], step):
-        d = yf[:, i : i + step] - xf[:, i : i + step]
-        total += torch.linalg.vector_norm(d, dim=1, dtype=torch.float64) ** 2
+    """Per-sample sum of ``(y - x)**2`` over (N, ..., H, W) in float64, in bands of rows on
+    the CPU so that no full-size difference (nor a contiguous copy) is held: cheap MSE/PSNR
+    next to any map."""
+    dims = tuple(range(1, x.ndim))
+    h = x.shape[-2]
+    step = h if x.device.type != "cpu" else max(1, 4 * BAND_ELEMENTS * h // max(1, x.numel()))
+    total = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+    for i in range(0, h, step):
+        d = y[..., i : i + step, :] - x[..., i : i + step, :]
+        total += torch.linalg.vector_norm(d, dim=dims, dtype=torch.float64) ** 2
     return total
 
 
