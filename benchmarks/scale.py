@@ -83,6 +83,9 @@ def pixelmatch_fn() -> Callable[..., int] | None:
     """pixelmatch-fast from the benchmark-only directory, or None when missing."""
     if PEERS.is_dir() and str(PEERS) not in sys.path:
         sys.path.append(str(PEERS))  # appended: the project's numpy/Pillow stay first
+    # numba's default OpenMP pool keeps spinning after each call and would slow whatever
+    # case runs next in the interleaved loop; its workqueue layer sleeps instead
+    os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
     try:
         from pixelmatch import pixelmatch
     except ImportError:
@@ -233,8 +236,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="a PipelineConfig as JSON (repeatable); the default always runs")
     parser.add_argument("--quick", action="store_true", help="skip 36 MP")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per case")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice; "
+                        "1 is steadier on a machine other jobs share)")
     parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     pipelines = [json.loads(p) for p in args.pipeline]
     if args.rss_child:
         print(json.dumps(peak_rss_child(args.rss_child, pipelines[0] if pipelines else {})))
