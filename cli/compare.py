@@ -35,7 +35,7 @@ def parse_labels(text: str | None) -> list[str] | None:
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``compare`` subcommand on the CLI's subparsers."""
-    from core.figure import FIGURE_FORMATS
+    from core.formats import FIGURE_FORMATS
 
     p = sub.add_parser("compare", help="one reference against several candidates: a figure",
                        description=run.__doc__)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +18,11 @@ if TYPE_CHECKING:
 
     from core.render import RenderConfig
 
-__all__ = ["add_parser", "input_paths", "pair_record", "print_payload", "run", "write_heatmap"]
+__all__ = ["HEATMAP_COMPRESS_LEVEL", "RENDER_THREADS", "add_parser", "input_paths",
+           "pair_record", "print_payload", "run", "write_heatmap"]
+
+#: threads drawing heatmaps of a directory run
+RENDER_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -42,12 +48,17 @@ def input_paths(args: argparse.Namespace) -> tuple[Path, Path, bool]:
     return a, b, directory_pair(a, b)
 
 
+#: zlib level of heatmap PNGs: level 1 is several times faster than Pillow's default 6
+#: and the files stay lossless (a few percent larger on smooth maps)
+HEATMAP_COMPRESS_LEVEL = 1
+
+
 def write_heatmap(path: Path, m: np.ndarray, render: RenderConfig) -> None:
     """Draw ``m`` as a PNG heatmap at ``path``, creating its folder."""
-    from core.render import heatmap_png
+    from core.render import heatmap
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(heatmap_png(m, render))
+    heatmap(m, render).save(path, format="PNG", compress_level=HEATMAP_COMPRESS_LEVEL)
 
 
 def pair_record(reference: Path, candidate: Path, result: dict[str, Any]) -> dict[str, Any]:
@@ -78,12 +89,19 @@ def run(args: argparse.Namespace) -> int:
 
         out_dir = Path(args.output) if args.output else None
         records = []
-        for ra, rb in tqdm(pair_directories(a, b), desc="pairs", unit="pair", file=sys.stderr,
-                           disable=args.quiet):
-            res = finder.analyze(ra, rb)[0]
-            if out_dir is not None:
-                write_heatmap(out_dir / f"{ra.stem}.png", res.map, cfg.render)
-            records.append(pair_record(ra, rb, res.to_dict()))
+        # Heatmaps are drawn and encoded on a thread pool (Pillow's encoder releases the
+        # GIL) while the next pair is computed.
+        with ThreadPoolExecutor(max_workers=RENDER_THREADS) as pool:
+            written = []
+            for ra, rb in tqdm(pair_directories(a, b), desc="pairs", unit="pair",
+                               file=sys.stderr, disable=args.quiet):
+                res = finder.analyze(ra, rb)[0]
+                if out_dir is not None:
+                    written.append(pool.submit(write_heatmap, out_dir / f"{ra.stem}.png",
+                                               res.map, cfg.render))
+                records.append(pair_record(ra, rb, res.to_dict()))
+            for job in written:
+                job.result()  # a failed write raises here
         payload: dict[str, Any] = {"config": cfg.model_dump(), "pairs": records}
     else:
         res = finder.analyze(a, b)[0]

@@ -8,11 +8,9 @@ import json
 import sys
 from collections.abc import Sequence
 
-from pydantic import ValidationError
-
 from . import compare, diff, serve, weights
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "report"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,12 +31,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except ValidationError as exc:
+    except Exception as exc:
+        return report(exc, DifferenceFinderError)
+
+
+def report(exc: Exception, known: type[Exception]) -> int:
+    """Print an error the user can fix and return its exit status (2 for an invalid
+    pipeline, 1 otherwise); re-raise any other. pydantic is imported here, not with the
+    parser, so ``--help`` stays light."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
         lines = [f"  {'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}"
                  for e in exc.errors()]
         print("difference-finder: invalid pipeline:\n" + "\n".join(lines), file=sys.stderr)
         return 2
-    except (DifferenceFinderError, json.JSONDecodeError, argparse.ArgumentTypeError,
-            OSError) as exc:
+    if isinstance(exc, (known, json.JSONDecodeError, argparse.ArgumentTypeError, OSError)):
         print(f"difference-finder: error: {exc}", file=sys.stderr)
         return 1
+    raise exc

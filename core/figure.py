@@ -22,6 +22,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from .errors import ConfigError
+from .formats import FIGURE_FORMATS
 from .numeric import channel_plane, gaussian_blur
 from .regions import RegionsConfig, find_regions
 from .render import DIVERGING, colorbar, colorize, load_font, lut, to_png
@@ -38,7 +39,6 @@ __all__ = [
     "save_figure",
 ]
 
-FIGURE_FORMATS = ("png", "svg", "pdf")
 MEDIA_TYPES = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}
 #: inset box colours: bright, distinct on photos and on magma/viridis maps
 #: improvement maps: green where a candidate beats the baseline, pink where it is worse

@@ -8,8 +8,8 @@ metric scores, regions, timings) and is what the CLI and the service use.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -26,14 +26,15 @@ from .images import (
     to_tensor,
 )
 from .metrics import METRICS
-from .numeric import reduce_channels
+from .numeric import reduce_channels, squared_error_sum
 from .postprocess import POST_PROCESSORS
 from .preprocess import PRE_PROCESSORS
 from .regions import find_regions
 from .results import PairResult
 from .strategies import STRATEGIES, BoundMetric
 
-__all__ = ["CancelCheck", "Finder", "PairResult", "check_cancel", "resolve_device"]
+__all__ = ["CHEAP_SCORES", "CancelCheck", "Finder", "PairResult", "Scores", "check_cancel",
+           "resolve_device"]
 
 #: ``cancel()`` -> True when the caller no longer wants the result (checked between steps)
 CancelCheck = Callable[[], bool]
@@ -43,6 +44,14 @@ def check_cancel(cancel: CancelCheck | None, step: str) -> None:
     """Raise :class:`Cancelled` before ``step`` when ``cancel()`` says stop."""
     if cancel is not None and cancel():
         raise Cancelled(f"stopped before {step}", step=step)
+
+#: scores ``analyze`` gives by default when the configured metric is costly: one banded
+#: pass over the pair, small next to any map
+CHEAP_SCORES = ("mse", "psnr")
+
+#: which scores ``analyze`` computes: ``"auto"`` (the default), True (the configured
+#: metric), False (none) or a list of metric names
+Scores = bool | Literal["auto"] | Sequence[str]
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -128,9 +137,19 @@ class Finder:
 
         Maps are (N, H, W), or (N, C, H, W) with reduction ``"none"``; scores
         are the configured metric's per-sample values. ``cancel()`` is checked
-        before each step (pre-processor, strategy, scores, post-processors);
+        before each step (pre-processor, scores, strategy, post-processors);
         True raises :class:`~core.errors.Cancelled`.
         """
+        names = [self.metric_name] if with_score else []
+        maps, scores = self.compute_scores(reference, candidate, names, cancel=cancel)
+        return maps, scores.get(self.metric_name)
+
+    def compute_scores(self, reference: torch.Tensor, candidate: torch.Tensor,
+                       names: Sequence[str] = (), *, cancel: CancelCheck | None = None,
+                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Maps for (N, C, H, W) float tensors and the per-sample scores of the metrics
+        ``names`` (``{name: (N,)}``, all on the pipeline's device); the configured metric
+        comes from the strategy when it computed it anyway."""
         needs_grad = bool(self._strategy.meta.get("needs_grad"))
         ref = reference.to(self.device, non_blocking=True)
         cand = candidate.to(self.device, non_blocking=True)
@@ -141,33 +160,79 @@ class Finder:
                 cand = cand.clone() if cand.is_inference() else cand
             check_cancel(cancel, "pre-processor")
             ref, cand = self._pre(ref), self._pre(cand)
+            check_cancel(cancel, "scores")
+            with torch.no_grad():  # before the map: their temporaries are gone when it is made
+                scores = self._other_scores(ref, cand, names)
             check_cancel(cancel, "strategy")
             maps, out = self._strategy.func(ref, cand, self._metric, **self._strategy_params)
-            scores = None
-            if with_score:
-                check_cancel(cancel, "scores")
+            if self.metric_name in names:
                 if out is None:
                     with torch.no_grad():
                         out = self._metric(ref, cand, False)
-                scores = out.score.detach()
+                scores[self.metric_name] = out.score.detach()
+            del ref, cand, out
             maps = maps.detach()
             maps = reduce_channels(maps, self.config.reduction, axis=1)
             for post in self._post:
                 check_cancel(cancel, "post-processor")
                 maps = post(maps)
-        return maps, scores
+        return maps, {name: scores[name] for name in names}
+
+    def _other_scores(self, ref: torch.Tensor, cand: torch.Tensor,
+                      names: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Scores other than the configured metric: MSE/PSNR from one banded pass,
+        any other registered metric with its default parameters."""
+        out: dict[str, torch.Tensor] = {}
+        wanted = [n for n in names if n != self.metric_name]
+        if any(n in CHEAP_SCORES for n in wanted):
+            mse = squared_error_sum(ref, cand) / (ref[0].numel())
+            out["mse"] = mse.float()
+            out["psnr"] = (10.0 * torch.log10(self.config.data_range**2 / mse)).float()
+        for name in wanted:
+            if name not in out:
+                out[name] = METRICS.get(name).func(ref, cand, self.config.data_range,
+                                                   False).score.detach()
+        return out
+
+    def score_names(self, metrics: Scores = "auto") -> list[str]:
+        """Which metrics ``analyze(metrics=...)`` computes.
+
+        ``"auto"``: the configured metric when the strategy computes it anyway or it is
+        not marked ``costly`` (MSE, PSNR and plugins); else :data:`CHEAP_SCORES`.
+        ``True``: the configured metric. ``False``: none. A list: those metric names.
+        """
+        if metrics is False:
+            return []
+        if metrics is True:
+            return [self.metric_name]
+        if metrics == "auto":
+            free = bool(self._strategy.meta.get("uses_metric"))
+            if free or not METRICS.get(self.metric_name).meta.get("costly"):
+                return [self.metric_name]
+            return list(CHEAP_SCORES)
+        if isinstance(metrics, str):
+            raise ConfigError(f"metrics must be 'auto', True, False or a list of metric names, "
+                              f"got {metrics!r}")
+        names = list(dict.fromkeys(metrics))
+        for name in names:
+            METRICS.get(name)  # an unknown name lists the valid ones
+        return names
 
     # -- anything in, numpy out ---------------------------------------------------
 
     def _load(self, image: ImageLike, what: str, limits: Limits | None) -> torch.Tensor:
-        return to_tensor(image, what=what, limits=limits)[0]
+        return to_tensor(image, what=what, limits=limits, device=self.device)[0]
 
     def analyze(
-        self, reference: ImageLike, candidate: ImageLike, *, metrics: bool = True,
+        self, reference: ImageLike, candidate: ImageLike, *, metrics: Scores = "auto",
         regions: bool = True, limits: Limits | None = None, cancel: CancelCheck | None = None,
     ) -> list[PairResult]:
-        """Full results for one pair or a batch (one :class:`PairResult` per sample);
-        ``cancel`` as in :meth:`compute`, also checked before regions."""
+        """Full results for one pair or a batch (one :class:`PairResult` per sample).
+
+        ``metrics`` chooses the scores (see :meth:`score_names`): by default only those
+        whose cost is small next to the map's. ``cancel`` as in :meth:`compute`, also
+        checked before regions.
+        """
         t0 = time.perf_counter()
         if directory_pair(reference, candidate):
             raise InputError("analyze takes one pair; for two directories use run() or "
@@ -175,9 +240,11 @@ class Finder:
         ref = self._load(reference, "reference", limits)
         cand = self._load(candidate, "candidate", limits)
         t1 = time.perf_counter()
-        maps, scores = self.compute(ref, cand, with_score=metrics, cancel=cancel)
-        maps_np = maps.float().cpu().numpy()
-        scores_np = scores.float().cpu().numpy() if scores is not None else None
+        names = self.score_names(metrics)
+        maps, scores = self.compute_scores(ref, cand, names, cancel=cancel)
+        del ref, cand
+        maps_np = maps.float().cpu().numpy()  # the one copy back: the final map
+        scores_np = {k: v.double().cpu().numpy() for k, v in scores.items()}
         t2 = time.perf_counter()
         results = []
         for i, m in enumerate(maps_np):
@@ -186,7 +253,7 @@ class Finder:
             found = find_regions(m, self.config.regions) if regions else []
             results.append(PairResult(
                 map=np.ascontiguousarray(m, dtype=np.float32),
-                metrics={self.metric_name: float(scores_np[i])} if scores_np is not None else {},
+                metrics={k: float(v[i]) for k, v in scores_np.items()},
                 regions=found,
             ))
         t3 = time.perf_counter()

@@ -169,14 +169,18 @@ def _channel_axis_3d(shape: Sequence[int], prefer_last: bool) -> Literal["first"
 
 
 def _to_float(t: torch.Tensor, what: str) -> torch.Tensor:
+    """float32 in one contiguous (N, C, H, W) layout for every later step (a channel-last
+    view would make each reshape downstream copy the image); integer data is converted
+    and laid out in one pass, then scaled in place (same values as ``t / 255``)."""
+    contiguous = torch.contiguous_format
     if t.dtype == torch.uint8:
-        return t.to(torch.float32) / 255.0
+        return t.to(torch.float32, memory_format=contiguous).div_(255.0)
     if t.dtype == torch.uint16:
-        return t.to(torch.float32) / 65535.0
+        return t.to(torch.float32, memory_format=contiguous).div_(65535.0)
     if t.dtype == torch.bool:
-        return t.to(torch.float32)
+        return t.to(torch.float32, memory_format=contiguous)
     if t.is_floating_point():
-        t = t.to(torch.float32)
+        t = t.to(torch.float32, memory_format=contiguous)
         if not bool(torch.isfinite(t).all()):
             raise InputError(f"{what}: contains NaN or infinite values")
         return t
@@ -190,7 +194,9 @@ def _to_float(t: torch.Tensor, what: str) -> torch.Tensor:
 def _numpy_to_torch(a: np.ndarray, what: str) -> torch.Tensor:
     if a.dtype == np.uint16:
         # torch's uint16 lacks most kernels: scale in numpy instead.
-        return torch.from_numpy(a.astype(np.float32) / 65535.0)
+        scaled = a.astype(np.float32)
+        scaled /= 65535.0
+        return torch.from_numpy(scaled)
     if a.dtype.kind not in "biuf":
         raise InputError(f"{what}: numpy dtype {a.dtype} is not an image type")
     if a.dtype.kind in "iu" and a.dtype != np.uint8:
@@ -202,13 +208,13 @@ def _numpy_to_torch(a: np.ndarray, what: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a))
 
 
-def to_tensor(obj: ImageLike, *, what: str = "image", limits: Limits | None = None) -> tuple[
-    torch.Tensor, bool
-]:
+def to_tensor(obj: ImageLike, *, what: str = "image", limits: Limits | None = None,
+              device: torch.device | str | None = None) -> tuple[torch.Tensor, bool]:
     """Return ``(tensor (N, C, H, W) float32, batched)`` for any supported input.
 
     ``batched`` is True for 4-D input: the caller gets one result per sample.
-    The caller's tensor is never modified (we only read it or copy it).
+    The caller's tensor is never modified (we only read it or copy it). With ``device``
+    the decoded data moves there before it becomes float (a quarter of the bytes for uint8).
     """
     prefer_last = True
     if isinstance(obj, (str, Path)):
@@ -227,7 +233,8 @@ def to_tensor(obj: ImageLike, *, what: str = "image", limits: Limits | None = No
             f"{what}: unsupported input type {type(obj).__name__}; give a path, a directory, "
             "a torch tensor, a numpy array or a PIL image"
         )
-    t = _to_float(t, what)
+    if device is not None:
+        t = t.to(device, non_blocking=True)
     batched = t.ndim == 4
     if t.ndim == 2:
         t = t[None, None]
@@ -245,7 +252,9 @@ def to_tensor(obj: ImageLike, *, what: str = "image", limits: Limits | None = No
     n, _, h, w = t.shape
     if n == 0 or h == 0 or w == 0:
         raise InputError(f"{what}: empty image of shape {tuple(t.shape)}")
-    return _drop_alpha(t), batched
+    # one contiguous (N, C, H, W) layout for every later step (a channel-last view would
+    # make each reshape downstream copy the image)
+    return _drop_alpha(_to_float(t, what)), batched
 
 
 def _drop_alpha(t: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,8 @@ metric has one, a spatial dissimilarity map at the input's resolution.
 
 Metric functions take ``(reference, candidate, data_range, want_map)`` and
 keyword-only parameters; register your own with ``@METRICS.register(name)``.
+``costly=True`` marks a metric whose score costs much more than a difference map (SSIM,
+MS-SSIM, LPIPS): ``Finder.analyze`` computes it by default only when the strategy does anyway.
 """
 
 from __future__ import annotations
@@ -122,7 +124,7 @@ def ssim_components(
     return (2 * mu_xy + c1) / (mu_xx + mu_yy + c1) * cs, cs
 
 
-@METRICS.register("ssim", higher_is_better=True, has_map=True)
+@METRICS.register("ssim", higher_is_better=True, has_map=True, costly=True)
 def ssim(
     x: torch.Tensor, y: torch.Tensor, data_range: float, want_map: bool, *,
     win_size: WinSize = 11, sigma: Sigma = 1.5, k1: K = 0.01, k2: K = 0.03,
@@ -145,7 +147,7 @@ def ssim(
 _MS_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
-@METRICS.register("ms-ssim", higher_is_better=True, has_map=False)
+@METRICS.register("ms-ssim", higher_is_better=True, has_map=False, costly=True)
 def ms_ssim(
     x: torch.Tensor, y: torch.Tensor, data_range: float, want_map: bool, *,
     win_size: WinSize = 11, sigma: Sigma = 1.5, k1: K = 0.01, k2: K = 0.03,
@@ -184,7 +186,8 @@ def _lpips_input(t: torch.Tensor, data_range: float) -> torch.Tensor:
     return t * (2.0 / data_range) - 1.0
 
 
-@METRICS.register("lpips", higher_is_better=False, has_map=True, needs_weights=True)
+@METRICS.register("lpips", higher_is_better=False, has_map=True, needs_weights=True,
+                  costly=True)
 def lpips_metric(
     x: torch.Tensor, y: torch.Tensor, data_range: float, want_map: bool, *,
     net: Literal["alex", "vgg", "squeeze"] = "alex",

@@ -14,16 +14,24 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "BAND_ELEMENTS",
+    "SHIFT_ADD_MAX_RADIUS",
     "Reduction",
+    "band_rows",
     "channel_plane",
+    "downsample",
+    "fft_size",
     "gaussian_blur",
     "gaussian_window",
     "label_components",
     "otsu_threshold",
     "quantile",
     "reduce_channels",
+    "reflect_index",
     "separable_conv2d",
+    "squared_error_sum",
     "stretch",
+    "upsample",
 ]
 
 #: how colour channels are combined into one map; ``"none"`` keeps them
@@ -39,27 +47,161 @@ def gaussian_window(size: int, sigma: float, device: torch.device | str = "cpu")
     return g / g.sum()
 
 
+#: shift-and-add is used up to this kernel radius; larger kernels go through the FFT
+SHIFT_ADD_MAX_RADIUS = 12
+#: elements of one band on the CPU (about 1 MiB of float32): a band's temporaries stay in cache
+BAND_ELEMENTS = 1 << 18
+
+
+def band_rows(x: torch.Tensor, halo: int = 0) -> int:
+    """Rows per band for a (B, H, W) tensor: small bands on the CPU (cache-sized,
+    so no step holds full-size temporaries), the whole image on an accelerator."""
+    h = x.shape[-2]
+    if x.device.type != "cpu" or (torch.is_grad_enabled() and x.requires_grad):
+        return h
+    per_row = max(1, x.numel() // max(1, h))
+    return max(8, 2 * halo, BAND_ELEMENTS // per_row)
+
+
+def _taps(taps: torch.Tensor) -> list[float]:
+    return [float(t) for t in taps.detach().cpu().double()]
+
+
+def _shift_add(x: torch.Tensor, taps: list[float], dim: int, size: int,
+               out: torch.Tensor | None = None) -> torch.Tensor:
+    """Valid 1-D convolution along ``dim`` by adding shifted slices (``size`` outputs):
+    k multiply-adds per element, no im2col, no full-size copies."""
+    acc = torch.mul(x.narrow(dim, 0, size), taps[0], out=out) if out is not None else (
+        x.narrow(dim, 0, size) * taps[0])
+    for i in range(1, len(taps)):
+        acc.add_(x.narrow(dim, i, size), alpha=taps[i])
+    return acc
+
+
 def separable_conv2d(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     """Valid 2-D convolution of every channel of (N, C, H, W) with ``taps`` along W then H
-    (depthwise: one 1-D pass per axis instead of a k x k kernel)."""
+    (depthwise: one 1-D pass per axis instead of a k x k kernel). Grouped ``conv2d``:
+    on many channels in channels-last layout (SSIM's stack) it beats shift-and-add."""
     c, k = x.shape[1], taps.numel()
     taps = taps.to(x.dtype)
     x = F.conv2d(x, taps.view(1, 1, 1, k).expand(c, 1, 1, k), groups=c)
     return F.conv2d(x, taps.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
 
 
+def reflect_index(n: int, r: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Indices ``-r .. n+r-1`` reflected into ``0 .. n-1`` without repeating the edge
+    (torch's 'reflect', scipy's 'mirror'); needs ``r < n``."""
+    i = torch.arange(-r, n + r, device=device).abs()
+    return torch.where(i > n - 1, 2 * (n - 1) - i, i)
+
+
 def gaussian_blur(m: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian blur over the last two axes of (..., H, W), reflect padding, same shape.
 
-    The radius is 3 sigma, capped so reflection stays inside the image.
+    The radius is 3 sigma, capped so reflection stays inside the image. Radii up to
+    :data:`SHIFT_ADD_MAX_RADIUS` are shift-and-add in bands of rows (each band padded on
+    its own: no padded full-size copy); larger ones are FFT convolutions per axis, whose
+    cost does not grow with sigma. Values match ``scipy.ndimage.gaussian_filter`` with
+    ``mode="mirror"`` and the same radius.
     """
     shape = m.shape
+    h, w = shape[-2:]
     r = max(1, int(3 * sigma + 0.5))
-    r = min(r, shape[-2] - 1, shape[-1] - 1) if min(shape[-2:]) > 1 else 0
+    r = min(r, h - 1, w - 1) if min(h, w) > 1 else 0
     if r == 0:
         return m
-    x = F.pad(m.reshape(-1, 1, *shape[-2:]), (r, r, r, r), mode="reflect")
-    return separable_conv2d(x, gaussian_window(2 * r + 1, sigma, m.device)).reshape(shape)
+    x = m.reshape(-1, h, w)
+    if r > SHIFT_ADD_MAX_RADIUS:
+        return _fft_blur(x, gaussian_window(2 * r + 1, sigma, m.device), r).reshape(shape)
+    t = _taps(gaussian_window(2 * r + 1, sigma, "cpu"))
+    rows = reflect_index(h, r, m.device)
+    step = band_rows(x, halo=2 * r)
+    if step >= h:
+        xp = F.pad(x.index_select(1, rows), (r, r), mode="reflect")
+        return _shift_add(_shift_add(xp, t, 2, w), t, 1, h).reshape(shape)
+    out = torch.empty_like(x)
+    for y0 in range(0, h, step):
+        b = min(step, h - y0)
+        band = F.pad(x.index_select(1, rows[y0 : y0 + b + 2 * r]), (r, r), mode="reflect")
+        _shift_add(_shift_add(band, t, 2, w), t, 1, b, out=out[:, y0 : y0 + b])
+    return out.reshape(shape)
+
+
+def _fft_axis(x: torch.Tensor, taps: torch.Tensor, r: int, dim: int) -> torch.Tensor:
+    """Reflect-padded ``x`` (padded by ``r`` along ``dim``) convolved along ``dim``:
+    circular convolution of the padded length, whose last ``n`` outputs are the valid ones."""
+    length = x.shape[dim]
+    n = fft_size(length)  # zero-padding past the padded length keeps the valid part exact
+    kernel = torch.fft.rfft(taps.to(x.dtype), n=n)
+    kernel = kernel.view(*([1] * (x.ndim - 1)), -1).movedim(-1, dim)
+    spectrum = torch.fft.rfft(x, n=n, dim=dim)
+    spectrum.mul_(kernel.to(spectrum.dtype))
+    full = torch.fft.irfft(spectrum, n=n, dim=dim)
+    return full.narrow(dim, 2 * r, length - 2 * r).to(x.dtype)
+
+
+def fft_size(n: int) -> int:
+    """The smallest 2-3-5-smooth length >= ``n`` (FFTs of such lengths are fastest)."""
+    while True:
+        m = n
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
+
+
+def _fft_blur(x: torch.Tensor, taps: torch.Tensor, r: int) -> torch.Tensor:
+    """Separable FFT blur of (B, H, W): rows in bands along W, then columns in bands
+    along H; one full-size intermediate besides the output."""
+    _, h, w = x.shape
+    rows, cols = reflect_index(h, r, x.device), reflect_index(w, r, x.device)
+    step = x.shape[1] if x.device.type != "cpu" else max(1, 4 * BAND_ELEMENTS // (w + 2 * r))
+    mid = torch.empty_like(x)
+    for y0 in range(0, h, step):
+        band = x[:, y0 : y0 + step].index_select(2, cols)
+        mid[:, y0 : y0 + step] = _fft_axis(band, taps, r, 2)
+    out = torch.empty_like(x)
+    step = x.shape[2] if x.device.type != "cpu" else max(1, 4 * BAND_ELEMENTS // (h + 2 * r))
+    for x0 in range(0, w, step):
+        band = mid[:, :, x0 : x0 + step].index_select(1, rows)
+        out[:, :, x0 : x0 + step] = _fft_axis(band, taps, r, 1)
+    return out
+
+
+def downsample(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
+    """Area-average (..., H, W) by ``factor`` per side (edges averaged over what exists):
+    one level of an image pyramid, e.g. to blur with a large sigma at a coarse scale."""
+    if factor <= 1:
+        return x
+    shape = x.shape
+    y = F.avg_pool2d(x.reshape(-1, 1, *shape[-2:]), factor, ceil_mode=True,
+                     count_include_pad=False)
+    return y.reshape(*shape[:-2], *y.shape[-2:])
+
+
+def upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of (..., h, w) to ``size`` = (H, W) (pixel centres aligned):
+    back from a pyramid level to the full map."""
+    shape = x.shape
+    y = F.interpolate(x.reshape(-1, 1, *shape[-2:]), size=size, mode="bilinear",
+                      align_corners=False)
+    return y.reshape(*shape[:-2], *size)
+
+
+def squared_error_sum(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample sum of ``(y - x)**2`` over (N, ..., H, W) in float64, in bands of rows on
+    the CPU so that no full-size difference (nor a contiguous copy) is held: cheap MSE/PSNR
+    next to any map."""
+    dims = tuple(range(1, x.ndim))
+    h = x.shape[-2]
+    step = h if x.device.type != "cpu" else max(1, 4 * BAND_ELEMENTS * h // max(1, x.numel()))
+    total = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+    for i in range(0, h, step):
+        d = y[..., i : i + step, :] - x[..., i : i + step, :]
+        total += torch.linalg.vector_norm(d, dim=dims, dtype=torch.float64) ** 2
+    return total
 
 
 def _per_sample(v: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
@@ -77,13 +219,24 @@ def stretch(x: torch.Tensor) -> torch.Tensor:
 
 def quantile(m: torch.Tensor, q: float) -> torch.Tensor:
     """Per-sample percentile ``q`` (0-100) of (N, ...), broadcastable against ``m``;
-    linear interpolation, sorts, so any size works."""
+    linear interpolation between the two order statistics around it (``kthvalue``:
+    linear time, no full sort)."""
     flat = m.reshape(m.shape[0], -1)
-    k = q / 100.0 * (flat.shape[1] - 1)
-    s = flat.sort(dim=1).values
-    lo, hi = int(k), min(int(k) + 1, flat.shape[1] - 1)
+    count = flat.shape[1]
+    k = q / 100.0 * (count - 1)
+    lo, hi = int(k), min(int(k) + 1, count - 1)
     frac = k - int(k)
-    return _per_sample(s[:, lo] * (1 - frac) + s[:, hi] * frac, m)
+    low = _kth(flat, lo)
+    if frac == 0 or hi == lo:
+        return _per_sample(low, m)
+    return _per_sample(low * (1 - frac) + _kth(flat, hi) * frac, m)
+
+
+def _kth(flat: torch.Tensor, i: int) -> torch.Tensor:
+    """The ``i``-th smallest value (0-based) of each row."""
+    if flat.device.type in ("cpu", "cuda"):
+        return flat.kthvalue(i + 1, dim=1).values
+    return flat.sort(dim=1).values[:, i]
 
 
 def otsu_threshold(m: torch.Tensor, bins: int = 256) -> torch.Tensor:

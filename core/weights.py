@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
 from .errors import ChecksumError, WeightsFetchError, WeightsMissingError
 
 if TYPE_CHECKING:  # httpx is imported when something is downloaded, not with the library
@@ -77,8 +75,17 @@ BACKBONES: dict[str, Backbone] = {
 
 
 def checkpoint_dir() -> Path:
-    """``$TORCH_HOME/hub/checkpoints`` as torch.hub resolves it right now."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    """``$TORCH_HOME/hub/checkpoints`` as torch.hub resolves it right now.
+
+    Without torch loaded (``difference-finder weights list``), the same rule from the
+    environment: ``$TORCH_HOME``, else ``$XDG_CACHE_HOME/torch``, else ``~/.cache/torch``.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "hub"):
+        return Path(torch.hub.get_dir()) / "checkpoints"
+    cache = os.getenv("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    home = os.path.expanduser(os.getenv("TORCH_HOME", os.path.join(cache, "torch")))
+    return Path(home) / "hub" / "checkpoints"
 
 
 def require_weights(net: str) -> Path:

@@ -10,7 +10,7 @@ import torch
 from PIL import Image, ImageFilter
 from skimage.metrics import peak_signal_noise_ratio
 
-from core import DeviceError, Finder, PairResult, Region
+from core import ConfigError, DeviceError, Finder, PairResult, Region
 from core.finder import resolve_device
 from tests.conftest import distort
 
@@ -195,3 +195,54 @@ def test_default_pipeline_puts_local_edits_above_global_nuisance(astronaut, nuis
     top = regions[:2]
     assert all(any(hits(r, e) for r in top) for e in edits), top
     assert all(any(hits(r, e) for e in edits) for r in top), top
+
+
+def test_default_scores_are_cheap_and_costly_ones_come_when_asked(chelsea_pair) -> None:
+    """The default pipeline's metric (SSIM) is costly next to its map: analyze gives MSE
+    and PSNR by default, SSIM with metrics=True or by name, all equal to the metrics'."""
+    ref, cand = chelsea_pair
+    finder = Finder(device="cpu")
+    (res,) = finder.analyze(ref, cand, regions=False)
+    r, c = ref / 255.0, cand / 255.0
+    mse = float(((c - r) ** 2).mean())
+    assert res.metrics == {"mse": pytest.approx(mse, rel=1e-5),
+                           "psnr": pytest.approx(10 * np.log10(1 / mse), rel=1e-6)}
+    _, ssim = finder.run(ref, cand, return_metric=True)
+    assert finder.analyze(ref, cand, metrics=True)[0].metrics == {"ssim": pytest.approx(ssim)}
+    both = finder.analyze(ref, cand, metrics=["ssim", "mse"])[0].metrics
+    assert both == {"ssim": pytest.approx(ssim), "mse": pytest.approx(mse, rel=1e-5)}
+    # A strategy that computes the metric anyway returns it by default.
+    assert set(Finder(strategy="map", device="cpu").analyze(ref, cand)[0].metrics) == {"ssim"}
+    with pytest.raises(ConfigError):
+        finder.analyze(ref, cand, metrics=["nope"])
+
+
+def test_large_map_regions_are_the_whole_image_path(astronaut) -> None:
+    """A 2000x2000 map (bands and many components): the same regions as find_regions on
+    the map computed without bands, and the map equals the unbanded blur."""
+    import core.numeric as numeric
+    from core.regions import find_regions
+
+    big = np.tile(astronaut, (4, 4, 1))[:2000, :2000]
+    cand = big.copy()
+    cand[500:560, 900:980] = 255 - cand[500:560, 900:980]
+    finder = Finder(device="cpu")
+    (res,) = finder.analyze(big, cand)
+    r, c = (torch.from_numpy(x).permute(2, 0, 1)[None].double() / 255 for x in (big, cand))
+    saved = numeric.BAND_ELEMENTS
+    try:
+        numeric.BAND_ELEMENTS = 1 << 40
+        whole = numeric.gaussian_blur((c - r).abs().mean(1), 2.0)[0].float().numpy()
+    finally:
+        numeric.BAND_ELEMENTS = saved
+    np.testing.assert_allclose(res.map, whole, atol=1e-5)
+    # Regions against an independent labelling (scikit-image), same threshold.
+    from skimage.measure import label, regionprops
+
+    mask = res.map > np.percentile(res.map, 98)
+    props = {(p.bbox[1], p.bbox[0], p.bbox[3] - p.bbox[1], p.bbox[2] - p.bbox[0]): p.area
+             for p in regionprops(label(mask, connectivity=2))}
+    assert res.regions and res.regions == find_regions(res.map)
+    for reg in res.regions:
+        assert props[(reg.x, reg.y, reg.width, reg.height)] == reg.area
+    assert res.regions[0].x <= 900 < res.regions[0].x + res.regions[0].width

@@ -104,3 +104,41 @@ def test_channel_plane_takes_the_channel_max_of_3d_maps_only() -> None:
     a = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
     np.testing.assert_array_equal(channel_plane(a), a[1])
     np.testing.assert_array_equal(channel_plane(a[0]), a[0])
+
+
+@pytest.mark.parametrize("sigma", [2.0, 4.0, 8.0, 20.0])
+def test_banded_and_fft_blur_match_scipy_on_a_large_map(sigma: float, monkeypatch) -> None:
+    """Small bands (many band seams) and the FFT path for big radii give scipy's values."""
+    import core.numeric as numeric
+
+    monkeypatch.setattr(numeric, "BAND_ELEMENTS", 4096)  # bands of a few rows
+    m = torch.rand(1, 300, 257, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    got = gaussian_blur(m, sigma)[0].numpy()
+    radius = int(3 * sigma + 0.5)
+    expected = ndimage.gaussian_filter(m[0].numpy(), sigma, mode="mirror", radius=radius)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-9)
+    whole = torch.from_numpy(np.ascontiguousarray(m.numpy()))
+    monkeypatch.setattr(numeric, "BAND_ELEMENTS", 1 << 30)  # one band
+    np.testing.assert_allclose(gaussian_blur(whole, sigma)[0].numpy(), got, rtol=1e-9,
+                               atol=1e-12)
+
+
+def test_squared_error_sum_in_bands_matches_numpy(monkeypatch) -> None:
+    import core.numeric as numeric
+
+    monkeypatch.setattr(numeric, "BAND_ELEMENTS", 64)
+    g = torch.Generator().manual_seed(8)
+    x, y = torch.rand(2, 3, 70, 33, generator=g), torch.rand(2, 3, 70, 33, generator=g)
+    got = numeric.squared_error_sum(x, y).numpy()
+    expected = ((y.double() - x.double()) ** 2).flatten(1).sum(1).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+
+
+def test_pyramid_helpers_keep_means_and_shapes() -> None:
+    from core.numeric import downsample, upsample
+
+    m = torch.rand(2, 64, 48, generator=torch.Generator().manual_seed(9))
+    small = downsample(m, 4)
+    assert small.shape == (2, 16, 12)
+    torch.testing.assert_close(small.mean(dim=(1, 2)), m.mean(dim=(1, 2)))
+    assert upsample(small, (64, 48)).shape == m.shape
