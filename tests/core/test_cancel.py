@@ -25,7 +25,7 @@ def after(n: int):
     return cancel, calls
 
 
-@pytest.mark.parametrize("n, step", [(0, "pre-processor"), (1, "strategy"), (2, "scores"),
+@pytest.mark.parametrize("n, step", [(0, "pre-processor"), (1, "scores"), (2, "strategy"),
                                      (3, "post-processor"), (4, "regions")])
 def test_analyze_stops_at_the_step_the_check_says(n, step):
     cancel, _ = after(n)
@@ -41,7 +41,7 @@ def test_a_check_that_says_go_on_changes_nothing():
     checked = Finder(device="cpu").analyze(A, B, cancel=cancel)[0]
     np.testing.assert_array_equal(plain.map, checked.map)
     assert plain.metrics == checked.metrics and plain.regions == checked.regions
-    assert len(calls) == 5  # pre, strategy, scores, one post-processor, regions
+    assert len(calls) == 5  # pre, scores, strategy, one post-processor, regions
 
 
 def test_compare_stops_between_candidates():
