@@ -324,7 +324,8 @@ def report(half: str, photos: Sequence[str], families: Sequence[str], systems: l
            got: dict[str, list[PairScore]]) -> None:
     label = "HELD-OUT" if half == "heldout" else "TUNING (not a result: parameters chosen here)"
     print(f"\n## {label} half: {', '.join(photos)} | {', '.join(families)}\n")
-    print("### Overall (families weighted equally)\n")
+    print("### Overall (families weighted equally; peers' regions: this project's regions code "
+          "on their maps, column 'regions')\n")
     print(overall_table(systems, got, families))
     if half == "heldout":
         print("\n### Targets of issue 11 (held-out)\n")
