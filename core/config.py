@@ -116,6 +116,22 @@ class PipelineConfig(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _render_units(self) -> PipelineConfig:
+        """A strategy in fixed units (registry meta vmin/vmax/scale/unit) sets the heatmap's
+        range, scale and colorbar label unless the render settings choose their own."""
+        meta = STRATEGIES.get(self.strategy["name"]).meta
+        given = self.render.model_fields_set
+        if "vmax" not in meta or given & {"vmin", "vmax", "percentile", "symmetric"}:
+            return self
+        update = {"vmin": meta["vmin"], "vmax": meta["vmax"]}
+        if "scale" in meta and "scale" not in given:
+            update["scale"] = meta["scale"]
+        if "unit" in meta and "label" not in given:
+            update["label"] = meta["unit"]
+        self.render = self.render.model_copy(update=update)
+        return self
+
     @property
     def post_processors(self) -> list[dict[str, Any]]:
         pp = self.post_processor

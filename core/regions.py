@@ -1,7 +1,7 @@
 """Difference regions: the ranked spots of a map, as boxes with scores.
 
-A map is thresholded (by default at its 98th percentile; Otsu or a value on
-request), split into connected components (8-connectivity by default) and each
+A map is thresholded (by default at its 98th percentile; Otsu, a value, or hysteresis in
+the map's units on request), split into connected components (8-connectivity by default) and each
 component becomes a :class:`Region`. A percentile threshold keeps that share of
 pixels, so an edit larger than 2% of the image is only partly boxed at the
 default: lower ``percentile`` for large or widespread differences.
@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .postprocess import otsu_threshold
 
-__all__ = ["Region", "RegionsConfig", "find_regions", "label_components", "region_mask"]
+__all__ = ["Region", "RegionsConfig", "find_regions", "hysteresis_components",
+           "label_components", "region_mask"]
 
 
 class RegionsConfig(BaseModel):
@@ -31,9 +32,14 @@ class RegionsConfig(BaseModel):
     max_regions: Annotated[int, Field(ge=0, le=1000)] = 10
     min_area: Annotated[int, Field(ge=1)] = 16
     # A high percentile beats Otsu, which splits strong edits from weak ones (benchmarks/README).
-    threshold: Literal["otsu", "percentile", "value"] = "percentile"
+    threshold: Literal["otsu", "percentile", "value", "hysteresis"] = "percentile"
     percentile: Annotated[float, Field(ge=0.0, lt=100.0)] = 98.0
     value: float = 0.0
+    # hysteresis, in the map's units: a spot needs a core above ``high`` and extends over
+    # ``low`` (for the significance map: robust sigmas; chosen in benchmarks/tune_significance.py)
+    high: float = 10.0
+    low: float = 4.0
+    relative: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # hysteresis: see below
     connectivity: Literal[4, 8] = 8
 
 
@@ -54,6 +60,7 @@ class Region:
     score: float
     peak: float
     mean: float
+    significance: float | None = None  # hysteresis: the peak, in the map's (calibrated) units
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -107,6 +114,24 @@ def label_components(mask: np.ndarray, connectivity: int = 8) -> tuple[np.ndarra
     return labels, len(uniq)
 
 
+def hysteresis_components(m: np.ndarray, low: float, connectivity: int = 8,
+                          relative: float = 0.0) -> tuple[np.ndarray, int]:
+    """Connected components of ``m > low`` (scipy.ndimage.label; 0 is background).
+
+    With ``relative`` > 0 each component keeps only its pixels above ``relative`` times its
+    own peak (and above ``low``), then is split again: a strong spot does not spread over its
+    faint surroundings into its neighbours."""
+    from scipy import ndimage
+
+    structure = np.ones((3, 3), bool) if connectivity == 8 else None
+    labels, count = ndimage.label(m > low, structure=structure)
+    if relative > 0 and count:
+        peak = ndimage.maximum(m, labels, np.arange(1, count + 1))
+        cut = np.concatenate([[np.inf], np.maximum(low, relative * np.asarray(peak))])
+        labels, count = ndimage.label(m > cut[labels], structure=structure)
+    return labels.astype(np.int32, copy=False), int(count)
+
+
 def _threshold(m: np.ndarray, cfg: RegionsConfig) -> float:
     if cfg.threshold == "value":
         return cfg.value
@@ -128,8 +153,10 @@ def _ranked(m: np.ndarray, cfg: RegionsConfig) -> tuple[np.ndarray, np.ndarray, 
     total = float(m.sum())
     if total <= 0:
         return None
-    mask = m > _threshold(m, cfg)
-    labels, count = label_components(mask, cfg.connectivity)
+    if cfg.threshold == "hysteresis":
+        labels, count = hysteresis_components(m, cfg.low, cfg.connectivity, cfg.relative)
+    else:
+        labels, count = label_components(m > _threshold(m, cfg), cfg.connectivity)
     if count == 0:
         return None
     flat = labels.ravel()
@@ -137,8 +164,15 @@ def _ranked(m: np.ndarray, cfg: RegionsConfig) -> tuple[np.ndarray, np.ndarray, 
     lab = flat[idx] - 1
     area = np.bincount(lab, minlength=count)
     mass = np.bincount(lab, weights=m.ravel()[idx], minlength=count)
-    keep = np.flatnonzero(area >= cfg.min_area)
-    keep = keep[np.argsort(-mass[keep], kind="stable")][: cfg.max_regions]
+    keep = area >= cfg.min_area
+    if cfg.threshold == "hysteresis":  # a core above high; the strongest core first
+        peak = np.full(count, -np.inf)
+        np.maximum.at(peak, lab, m.ravel()[idx])
+        keep = np.flatnonzero(keep & (peak > cfg.high))
+        keep = keep[np.argsort(-peak[keep], kind="stable")][: cfg.max_regions]
+    else:
+        keep = np.flatnonzero(keep)
+        keep = keep[np.argsort(-mass[keep], kind="stable")][: cfg.max_regions]
     return m, labels, keep, area, mass, total
 
 
@@ -148,6 +182,7 @@ def find_regions(m: np.ndarray, cfg: RegionsConfig | None = None) -> list[Region
     if ranked is None:
         return []
     m, labels, keep, area, mass, total = ranked
+    hysteresis = (cfg or RegionsConfig()).threshold == "hysteresis"
     count = len(area)
     flat = labels.ravel()
     idx = np.flatnonzero(flat)
@@ -165,6 +200,7 @@ def find_regions(m: np.ndarray, cfg: RegionsConfig | None = None) -> list[Region
             x=int(x0[k]), y=int(y0[k]), width=int(x1[k] - x0[k] + 1),
             height=int(y1[k] - y0[k] + 1), area=int(area[k]), score=float(mass[k] / total),
             peak=float(peak[k]), mean=float(mass[k] / area[k]),
+            significance=float(peak[k]) if hysteresis else None,
         )
         for k in keep
     ]

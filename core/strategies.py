@@ -70,3 +70,7 @@ def metric_map(
     if out.map is None:
         raise ConfigError("this metric has no spatial map; use the gradient strategy")
     return out.map, out
+
+
+# Registers the calibrated "significance" strategy (a module of its own; it imports this one).
+from . import significance as significance_strategy  # noqa: E402,F401
