@@ -72,6 +72,9 @@ def main() -> None:
     ap.add_argument("--photos", type=int, default=len(TUNING_PHOTOS))
     ap.add_argument("--variants", default="{}", help="';'-separated JSON strategy params")
     ap.add_argument("--per-family", action="store_true")
+    ap.add_argument("--high", default="8,10,12,14", help="comma-separated values to sweep")
+    ap.add_argument("--low", default="3,4")
+    ap.add_argument("--relative", default="0,0.25")
     args = ap.parse_args()
     import json
 
@@ -94,7 +97,7 @@ def main() -> None:
                     print(f"  high {high:4.1f} low {low} rel {rel}: "
                           f"{line(evaluate(maps, pairs, cfg))}")
         if args.per_family:
-            cfg = RegionsConfig(threshold="hysteresis", high=10.0, low=4.0, relative=0.25)
+            cfg = RegionsConfig(threshold="hysteresis")  # the defaults
             for fam in TUNING_FAMILIES:
                 idx = [i for i, p in enumerate(pairs) if p.family == fam]
                 res = evaluate([maps[i] for i in idx], [pairs[i] for i in idx], cfg)

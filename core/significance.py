@@ -56,8 +56,11 @@ def _texture(x: torch.Tensor, reach: int) -> torch.Tensor:
     gx = F.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1, 0, 0))
     gy = F.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
     g = gx * gx + gy * gy
-    if reach > 0 and min(x.shape[-2:]) > 1:
-        g = F.max_pool2d(g, 2 * reach + 1, stride=1, padding=reach)
+    for _ in range(reach):  # a separable (2 reach + 1)^2 max filter, one pixel at a time
+        p = F.pad(g, (1, 1, 1, 1), mode="replicate")
+        g = torch.maximum(torch.maximum(p[..., 1:-1, :-2], p[..., 1:-1, 2:]), g)
+        p = F.pad(g, (0, 0, 1, 1), mode="replicate")
+        g = torch.maximum(torch.maximum(p[..., :-2, :], p[..., 2:, :]), g)
     return _blur(g)
 
 
@@ -127,8 +130,8 @@ def _chi_to_z(q: torch.Tensor, k: int) -> torch.Tensor:
 
 def significance_map(
     ref: torch.Tensor, cand: torch.Tensor, *, levels: int = 5, bins: int = 16,
-    floor: float = 0.002, gain: float = 2.0, tone: bool = True, reach: int = 2,
-    tail: bool = True, border: int = 2, texture: str = "min", step: float = 1e9,
+    floor: float = 0.002, gain: float = 1.5, tone: bool = True, reach: int = 2,
+    tail: bool = True, border: int = 2, texture: str = "min",
 ) -> torch.Tensor:
     """The calibrated map (N, 1, H, W) of an (N, C, H, W) pair; see the module docstring."""
     h, w = ref.shape[-2:]
@@ -169,7 +172,7 @@ def significance_map(
         z = torch.maximum(mean_z, energy_z.clamp_min(0))
         if level:  # coarse evidence only where finer evidence supports it
             z = F.interpolate(z, size=base, mode="bilinear", align_corners=False)
-            out = torch.maximum(out, torch.minimum(z, torch.minimum(gain * out, out + step)))
+            out = torch.maximum(out, torch.minimum(z, gain * out))
         else:
             out = z
     assert out is not None
@@ -187,13 +190,12 @@ def significance(
     levels: Annotated[int, Field(ge=1, le=8)] = 5,
     bins: Annotated[int, Field(ge=1, le=64)] = 16,
     floor: Annotated[float, Field(gt=0)] = 0.002,
-    gain: Annotated[float, Field(ge=1.0)] = 2.0,
+    gain: Annotated[float, Field(ge=1.0)] = 1.5,
     tone: bool = True,
     reach: Annotated[int, Field(ge=0, le=8)] = 2,
     tail: bool = True,
     border: Annotated[int, Field(ge=0, le=16)] = 2,
     texture: Literal["min", "ref", "geomean"] = "min",
-    step: Annotated[float, Field(gt=0)] = 1e9,
 ) -> tuple[torch.Tensor, MetricOutput | None]:
     """How far each spot's change stands above the pair's own residual, in robust sigmas.
 
@@ -206,4 +208,4 @@ def significance(
     """
     return significance_map(ref, cand, levels=levels, bins=bins, floor=floor, gain=gain,
                             tone=tone, reach=reach, tail=tail,
-                            border=border, texture=texture, step=step), None
+                            border=border, texture=texture), None

@@ -74,7 +74,7 @@ def test_relative_cut_splits_a_strong_spot_from_a_faint_bridge() -> None:
 
 def test_other_thresholds_keep_working_without_significance() -> None:
     m = _bump((64, 64), 30, 30, 6, 8.0)
-    for cfg in (RegionsConfig(), RegionsConfig(threshold="otsu"),
+    for cfg in (RegionsConfig(threshold="percentile"), RegionsConfig(threshold="otsu"),
                 RegionsConfig(threshold="value", value=1.0)):
         regions = find_regions(m, cfg)
         assert regions and all(r.significance is None for r in regions)
