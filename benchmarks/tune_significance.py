@@ -90,9 +90,9 @@ def main() -> None:
         maps, ms = maps_for({"strategy": {"name": "significance", **params},
                              "post_processor": []}, pairs)
         print(f"significance {params} ms/pair {ms:.1f}")
-        for high in (7.0, 8.0, 9.0, 10.0, 12.0):
-            for low in (3.0, 4.0, 5.0):
-                for rel in (0.0, 0.25):
+        for high in map(float, args.high.split(",")):
+            for low in map(float, args.low.split(",")):
+                for rel in map(float, args.relative.split(",")):
                     cfg = RegionsConfig(threshold="hysteresis", high=high, low=low, relative=rel)
                     print(f"  high {high:4.1f} low {low} rel {rel}: "
                           f"{line(evaluate(maps, pairs, cfg))}")
