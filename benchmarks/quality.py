@@ -1,385 +1,410 @@
-"""Quality benchmark: which pipeline makes small local edits stand out over image-wide nuisances.
+"""Quality benchmark (issue 11): does a system find the small local edits of a photo pair, and
+only them, under image-wide nuisances it never saw?
 
-For every candidate pipeline and every (photo, nuisance) pair of benchmarks/edits.py it scores:
-  AP    - average precision of the map ranking the edited pixels above all others;
-  hits  - of the map's top-k regions (k = number of edits, core.find_regions), the share of edits
-          they land on (region box and edit box overlap with IoU >= 0.1, one region per edit);
-  ms    - median milliseconds for one pair's map (CPU), all candidates timed interleaved.
-The seed package (PyPI difference-finder 0.0.4, see benchmarks/seed.py) is scored on the same pairs.
+Pairs come from benchmarks/edits.py (photos, about seven edits each, 8-100 px, faint to clear)
+and benchmarks/nuisances.py (codecs, resampling round trips, denoisers, blur, noise; several
+strengths), each also as a nuisance-only pair. Photos and nuisance families are split in two
+fixed halves: every default and parameter is chosen on the tuning half; results are read on the
+held-out half. Systems (this project's pipelines and its peers, benchmarks/peers.py) run on the
+same pairs in one interleaved loop. Scores, per nuisance family and overall:
 
-    .venv/bin/python -m benchmarks.quality            # full run, a few minutes on 2 cores
-    .venv/bin/python -m benchmarks.quality --quick    # 3 photos, a few pipelines: a smoke run
+  AP pixel / AP box  average precision of the map ranking the edited pixels first, with the
+                     changed pixels, or every pixel of the edits' boxes, as the positives;
+  found              share of edits that a reported region overlaps (the system's default
+                     regions; peers: this project's regions code on their map);
+  recall@0.3         share of edits some reported region matches with box IoU >= 0.3;
+  false/clean        regions per nuisance-only pair (all of them are false);
+  false/edited       regions overlapping no edit, per edited pair;
+  top-k found        share of edits among the k strongest spots (k = the pair's edits; spots
+                     above the map's 98th percentile, ranked by mass): the issue's measure;
+  ms/512²            median time per pair (map and regions, uint8 in), scaled to 512x512.
+
+    .venv/bin/python -m benchmarks.quality --quick              # smoke run, < 2 min
+    .venv/bin/python -m benchmarks.quality                      # held-out half, full
+    .venv/bin/python -m benchmarks.quality --split tuning       # the half to tune on
+    .venv/bin/python -m benchmarks.quality --pipeline 'mine={"strategy": "map"}'
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from benchmarks.edits import EDITS_PER_IMAGE, NUISANCES, PHOTOS, EditPair, make_dataset
-from core import Finder, RegionsConfig, find_regions
+from benchmarks.edits import (
+    EDIT_KINDS,
+    EDITS_PER_IMAGE,
+    HELDOUT_PHOTOS,
+    TUNING_PHOTOS,
+    EditPair,
+    make_pairs,
+)
+from benchmarks.nuisances import HELDOUT_FAMILIES, TUNING_FAMILIES, avif_available, nuisances_of
+from benchmarks.peers import System, peer_systems, project_systems
+from core import RegionsConfig, find_regions
 
-HIT_IOU = 0.1
-# Regions settings the main table scores hits with: an Otsu threshold (core's first default), and
-# the 95th percentile, the best setting of the regions table below over edit densities 3-9 per
-# photo (see benchmarks/README.md).
-HIT_REGIONS = {
-    "otsu": RegionsConfig(threshold="otsu", min_area=16),
-    "p95": RegionsConfig(threshold="percentile", percentile=95.0, min_area=16),
+SPLITS = {
+    "tuning": (TUNING_PHOTOS, TUNING_FAMILIES),
+    "heldout": (HELDOUT_PHOTOS, HELDOUT_FAMILIES),
 }
+QUICK_PHOTOS = 2  # --quick: the first photos of each half (one colour, one grayscale or two)
+RECALL_IOU = 0.3
+SPOT_PERCENTILE = 98.0
+TARGETS = {"ap_ratio": 1.2, "found": 0.95, "false_clean": 0.2, "ms": 15.0}
 
 # -- scores ---------------------------------------------------------------------------------
 
 
-def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Average precision of ``scores`` ranking the ``positive`` pixels first.
+def average_precisions(scores: np.ndarray, positives: Sequence[np.ndarray]) -> list[float]:
+    """Average precision of ``scores`` ranking each label set's positives first (one sort).
 
-    AP = sum over distinct score thresholds (high to low) of (recall gain) x precision, with
-    tied scores entering together (the step-wise definition scikit-learn uses). NaN when there is
-    no positive.
+    AP = sum over distinct score thresholds (high to low) of (recall gain) x precision, tied
+    scores entering together (scikit-learn's step-wise definition). NaN without positives.
     """
     s = np.asarray(scores, dtype=np.float64).ravel()
-    y = np.asarray(positive, dtype=bool).ravel()
-    if s.shape != y.shape:
-        raise ValueError(f"scores {s.shape} and labels {y.shape} differ in size")
-    n_pos = int(y.sum())
-    if n_pos == 0:
-        return float("nan")
     if not np.isfinite(s).all():
         raise ValueError("scores contain NaN or infinity")
     order = np.argsort(-s, kind="stable")
-    s, y = s[order], y[order]
-    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]  # last index of each tie group
-    tp = np.cumsum(y)[last]
-    precision = tp / (last + 1)
-    recall_gain = np.diff(np.r_[0, tp]) / n_pos
-    return float(np.sum(recall_gain * precision))
+    s_sorted = s[order]
+    last = np.r_[np.flatnonzero(np.diff(s_sorted)), s.size - 1]  # last index of each tie group
+    out = []
+    for pos in positives:
+        y = np.asarray(pos, dtype=bool).ravel()
+        if y.shape != s.shape:
+            raise ValueError(f"scores {s.shape} and labels {y.shape} differ in size")
+        n_pos = int(y.sum())
+        if n_pos == 0:
+            out.append(float("nan"))
+            continue
+        tp = np.cumsum(y[order])[last]
+        precision = tp / (last + 1)
+        recall_gain = np.diff(np.r_[0, tp]) / n_pos
+        out.append(float(np.sum(recall_gain * precision)))
+    return out
 
 
-def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Average precision of ``scores`` ranking the ``positive`` pixels first."""
+    return average_precisions(scores, [positive])[0]
+
+
+Box = tuple[int, int, int, int]  # x, y, width, height
+
+
+def iou(a: Box, b: Box) -> float:
     """Intersection over union of two (x, y, width, height) boxes."""
+    inter = overlap(a, b)
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter) if inter else 0.0
+
+
+def overlap(a: Box, b: Box) -> int:
+    """Pixels two (x, y, width, height) boxes share."""
     iw = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
     ih = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+    return iw * ih if iw > 0 and ih > 0 else 0
 
 
-def count_hits(regions: Sequence[tuple[int, int, int, int]],
-               edits: Sequence[tuple[int, int, int, int]], min_iou: float = HIT_IOU) -> list[bool]:
-    """Which edits the regions (in rank order) land on; each region counts for one edit at most."""
-    hit = [False] * len(edits)
-    for r in regions:
-        best, best_iou = -1, min_iou
-        for i, e in enumerate(edits):
-            v = iou(r, e)
-            if not hit[i] and v >= best_iou:
-                best, best_iou = i, v
-        if best >= 0:
-            hit[best] = True
-    return hit
+def match(regions: Sequence[Box], edits: Sequence[Box]) -> tuple[list[bool], list[bool], int]:
+    """(per edit: a region overlaps it; per edit: a region has IoU >= RECALL_IOU with it;
+    number of regions that overlap no edit)."""
+    found = [any(overlap(r, e) for r in regions) for e in edits]
+    recall = [any(iou(r, e) >= RECALL_IOU for r in regions) for e in edits]
+    false = sum(1 for r in regions if not any(overlap(r, e) for e in edits))
+    return found, recall, false
 
 
-def edit_hits(m: np.ndarray, pair: EditPair, regions: RegionsConfig) -> list[bool]:
-    """Per edit: does one of the map's top-k regions (k = number of edits) land on it?"""
-    cfg = regions.model_copy(update={"max_regions": len(pair.edits)})
-    boxes = [(r.x, r.y, r.width, r.height) for r in find_regions(m, cfg)]
-    return count_hits(boxes, [e.box for e in pair.edits])
+def strongest_spots(m: np.ndarray, k: int) -> list[Box]:
+    """The ``k`` strongest spots of any map, the same way for every system: components above
+    its 98th percentile (the next lower value where ties fill the top), ranked by mass."""
+    thr = float(np.percentile(m, SPOT_PERCENTILE))
+    if not (m > thr).any():
+        below = m[m < m.max()]
+        if below.size == 0:
+            return []
+        thr = float(below.max())
+    cfg = RegionsConfig(threshold="value", value=thr, max_regions=k, min_area=1)
+    return [(r.x, r.y, r.width, r.height) for r in find_regions(m, cfg)]
 
 
-# -- candidates -----------------------------------------------------------------------------
-
-MapFn = Callable[[torch.Tensor, torch.Tensor], np.ndarray]
+# -- the run --------------------------------------------------------------------------------
 
 
 @dataclass
-class Candidate:
-    """A pipeline to score: a core config, or a seed call."""
+class PairScore:
+    """One system on one pair."""
 
-    label: str
-    config: dict | None = None  # PipelineConfig fields
-    seed: tuple[str, str, str, str] | None = None  # (pre, post, strategy, metric)
-    absolute: bool = False  # score |map| (the seed's gradient maps are signed)
+    family: str
+    clean: bool
+    ap_pixel: float = float("nan")
+    ap_box: float = float("nan")
+    found: list[bool] = field(default_factory=list)
+    recall: list[bool] = field(default_factory=list)
+    top: list[bool] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+    strengths: list[float] = field(default_factory=list)
+    regions: int = 0
+    false: int = 0
+    ms: float = 0.0  # scaled to 512x512
 
 
-def _smooth(sigma: float) -> dict:
-    return {"name": "smooth", "sigma": sigma}
-
-
-def core_candidates(quick: bool = False) -> list[Candidate]:
-    """The seed's combinations in core, the map strategy, and post-processing variants."""
-    out: list[Candidate] = []
-    pres = {"identity": "identity", "highpass": "highpass_filter", "lowpass": "lowpass_filter"}
-    combos = [("difference", "mse"), ("gradient", "mse"), ("gradient", "psnr"),
-              ("gradient", "ssim"), ("gradient", "ms-ssim"), ("map", "mse"), ("map", "ssim")]
-    for pre_label, pre in pres.items():
-        for strategy, metric in combos:
-            name = strategy if strategy == "difference" else f"{strategy} {metric}"
-            label = name if pre == "identity" else f"{pre_label} > {name}"
-            out.append(Candidate(label, {"pre_processor": pre, "strategy": strategy,
-                                         "metric": metric}))
-    if quick:
-        out = [c for c in out if ">" not in c.label]
-    smooths = {"difference": [1, 2, 3, 4, 6], "map ssim": [1, 2, 3, 4, 6],
-               "map mse": [1, 2, 4], "gradient ssim": [2, 4]}
-    for base, sigmas in smooths.items():
-        strategy, _, metric = base.partition(" ")
-        for s in sigmas[::2] if quick else sigmas:
-            out.append(Candidate(f"{base} > smooth {s:g}", {
-                "strategy": strategy, "metric": metric or "mse",
-                "post_processor": _smooth(float(s))}))
-    if quick:
-        return out
-    for label, metric in {"ssim win 7": {"name": "ssim", "win_size": 7, "sigma": 1.0},
-                          "ssim win 15": {"name": "ssim", "win_size": 15, "sigma": 2.5}}.items():
-        out.append(Candidate(f"map {label}", {"strategy": "map", "metric": metric}))
-        for s in (2.0, 4.0):
-            out.append(Candidate(f"map {label} > smooth {s:g}", {
-                "strategy": "map", "metric": metric, "post_processor": _smooth(s)}))
-    out += [
-        Candidate("difference (max over channels) > smooth 2", {
-            "strategy": "difference", "reduction": "max", "post_processor": _smooth(2.0)}),
-        Candidate("lowpass > difference > smooth 2", {
-            "pre_processor": "lowpass_filter", "strategy": "difference",
-            "post_processor": _smooth(2.0)}),
-        Candidate("difference > clip 99%", {"strategy": "difference", "post_processor": "clip"}),
-        Candidate("difference > smooth 2 > clip 99%", {
-            "strategy": "difference", "post_processor": [_smooth(2.0), "clip"]}),
-        Candidate("map ssim (max over channels)", {
-            "strategy": "map", "metric": "ssim", "reduction": "max"}),
-        Candidate("map ssim (max over channels) > smooth 4", {
-            "strategy": "map", "metric": "ssim", "reduction": "max",
-            "post_processor": _smooth(4.0)}),
-        Candidate("map ssim > clip 99%", {"strategy": "map", "metric": "ssim",
-                                          "post_processor": "clip"}),
-        Candidate("bandpass > map ssim", {"pre_processor": "bandpass_filter",
-                                          "strategy": "map", "metric": "ssim"}),
-    ]
+def score_pair(system: System, pair: EditPair) -> PairScore:
+    """Run one system on one pair (timed) and score it."""
+    t0 = time.perf_counter()
+    m, regions = system.run(pair.reference, pair.candidate)
+    ms = (time.perf_counter() - t0) * 1e3
+    h, w = pair.reference.shape[:2]
+    out = PairScore(pair.family, clean=not pair.edits, regions=len(regions),
+                    ms=ms * 512 * 512 / (h * w))
+    edit_boxes = [e.box for e in pair.edits]
+    out.found, out.recall, out.false = match(regions, edit_boxes)
+    if pair.edits:
+        out.ap_pixel, out.ap_box = average_precisions(m, [pair.truth, pair.box_truth])
+        top = strongest_spots(m, len(pair.edits))
+        out.top = [any(overlap(r, e) for r in top) for e in edit_boxes]
+        out.kinds = [e.kind for e in pair.edits]
+        out.strengths = [e.strength for e in pair.edits]
     return out
 
 
-def seed_candidates() -> list[Candidate]:
-    """The seed's default (gradient + mse) and its README example (gradient + psnr)."""
-    out = []
-    for metric, what in (("mse", "default"), ("psnr", "README example")):
-        combo = ("identity", "identity", "gradient", metric)
-        out.append(Candidate(f"SEED {what}: gradient {metric}", seed=combo))
-        out.append(Candidate(f"SEED {what}: gradient {metric}, scored as |map|", seed=combo,
-                             absolute=True))
+def run_all(systems: list[System], pairs: Sequence[EditPair], log: bool = True
+            ) -> dict[str, list[PairScore]]:
+    """Every system on every pair; the order of systems rotates from pair to pair, so load from
+    other processes hits all of them alike."""
+    got: dict[str, list[PairScore]] = {s.label: [] for s in systems}
+    for i, pair in enumerate(pairs):
+        k = i % len(systems)
+        for s in systems[k:] + systems[:k]:
+            got[s.label].append(score_pair(s, pair))
+        if log and (i + 1) % 20 == 0:
+            print(f"  {i + 1}/{len(pairs)} pairs, load {os.getloadavg()[0]:.1f}", file=sys.stderr)
+    return got
+
+
+# -- summaries ------------------------------------------------------------------------------
+
+
+def _mean(xs: Sequence[float]) -> float:
+    xs = [x for x in xs if x == x]
+    return float(np.mean(xs)) if xs else float("nan")
+
+
+def _flat(rows: Sequence[PairScore], attr: str) -> list:
+    return [v for r in rows for v in getattr(r, attr)]
+
+
+def summary(rows: Sequence[PairScore]) -> dict[str, float]:
+    """The scores of one system over ``rows`` (pairs of one family, or all)."""
+    edited = [r for r in rows if not r.clean]
+    clean = [r for r in rows if r.clean]
+    return {
+        "ap_pixel": _mean([r.ap_pixel for r in edited]),
+        "ap_box": _mean([r.ap_box for r in edited]),
+        "found": _mean(_flat(edited, "found")),
+        "recall": _mean(_flat(edited, "recall")),
+        "false_clean": _mean([r.false for r in clean]),
+        "false_edited": _mean([r.false for r in edited]),
+        "top": _mean(_flat(edited, "top")),
+        "ms": float(np.median([r.ms for r in rows])) if rows else float("nan"),
+    }
+
+
+def overall(rows: Sequence[PairScore], families: Sequence[str]) -> dict[str, float]:
+    """Each family's summary averaged with equal weight (ms: the median over all pairs)."""
+    per = [summary([r for r in rows if r.family == f]) for f in families]
+    out = {k: _mean([p[k] for p in per]) for k in per[0]}
+    out["ms"] = summary(rows)["ms"]
     return out
 
 
-def map_function(c: Candidate) -> MapFn:
-    """A callable (reference, candidate) float tensors (1, C, H, W) -> (H, W) numpy map."""
-    if c.seed is not None:
-        from benchmarks.seed import seed_finder
-
-        run = seed_finder(*c.seed, device="cpu")
-        return (lambda a, b: np.abs(run(a, b))) if c.absolute else run
-    finder = Finder(device="cpu", **c.config)
-    return lambda a, b: finder.compute(a, b)[0][0].numpy()
-
-
-# -- running --------------------------------------------------------------------------------
-
-
-def to_tensor(img: np.ndarray) -> torch.Tensor:
-    """uint8 (H, W, C) -> float (1, C, H, W) in [0, 1]."""
-    return torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float().div_(255.0)
-
-
-@dataclass
-class Scores:
-    """One candidate's results over all pairs."""
-
-    label: str
-    ap: dict[tuple[str, str], float] = field(default_factory=dict)  # (image, nuisance) -> AP
-    hits: dict[str, dict[tuple[str, str], list[bool]]] = field(default_factory=dict)
-    ms: list[float] = field(default_factory=list)
-    candidate: Candidate | None = None
-
-    def mean_ap(self, nuisance: str | None = None) -> float:
-        return float(np.mean([v for (_, n), v in self.ap.items() if nuisance in (None, n)]))
-
-    def hit_rate(self, regions: str = "otsu", nuisance: str | None = None) -> float:
-        got = [h for (_, n), hs in self.hits[regions].items() if nuisance in (None, n)
-               for h in hs]
-        return float(np.mean(got))
-
-    def rank_key(self) -> tuple[float, float]:
-        return (-self.mean_ap(), -self.hit_rate("p95"))
-
-
-Pairs = list[tuple[EditPair, torch.Tensor, torch.Tensor]]
-
-
-def score(c: Candidate, pairs: Pairs) -> Scores:
-    """AP and hits (under each of HIT_REGIONS) of one candidate over all pairs."""
-    fn = map_function(c)
-    out = Scores(c.label, candidate=c, hits={name: {} for name in HIT_REGIONS})
-    for pair, ref, cand in pairs:
-        m = fn(ref, cand)
-        key = (pair.image, pair.nuisance)
-        out.ap[key] = average_precision(m, pair.mask)
-        for name, regions in HIT_REGIONS.items():
-            out.hits[name][key] = edit_hits(m, pair, regions)
-    return out
-
-
-def time_candidates(results: list[Scores], ref: torch.Tensor, cand: torch.Tensor,
-                    rounds: int = 7) -> None:
-    """Fill each result's ``ms``: one pair, candidates interleaved round by round, so load from
-    other processes on a shared CPU hits all of them alike; the table shows the median."""
-    fns = [map_function(r.candidate) for r in results]
-    for fn in fns:
-        fn(ref, cand)  # warm-up: lazy imports, allocator
-    for _ in range(rounds):
-        for r, fn in zip(results, fns, strict=True):
-            t0 = time.perf_counter()
-            fn(ref, cand)
-            r.ms.append((time.perf_counter() - t0) * 1e3)
-
-
-def markdown_table(results: list[Scores], nuisances: Sequence[str]) -> str:
-    """The main table: candidates sorted by mean AP, then by hits (p95)."""
-    head = ["#", "pipeline", "AP mean", *[f"AP {n}" for n in nuisances],
-            *[f"hits {name}" for name in HIT_REGIONS], "ms/pair"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
-    for i, r in enumerate(sorted(results, key=Scores.rank_key), 1):
-        cells = [str(i), r.label, f"{r.mean_ap():.3f}",
-                 *[f"{r.mean_ap(n):.3f}" for n in nuisances],
-                 *[f"{r.hit_rate(name):.0%}" for name in HIT_REGIONS],
-                 f"{np.median(r.ms):.0f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-REGION_VARIANTS: dict[str, dict] = {
-    "otsu, min_area 16": {"threshold": "otsu"},
-    "otsu, min_area 4": {"min_area": 4},
-    "otsu, min_area 64": {"min_area": 64},
-    "percentile 99, min_area 16": {"threshold": "percentile", "percentile": 99.0},
-    "percentile 98, min_area 16": {"threshold": "percentile", "percentile": 98.0},
-    "percentile 97, min_area 16": {"threshold": "percentile", "percentile": 97.0},
-    "percentile 95, min_area 16": {"threshold": "percentile", "percentile": 95.0},
-    "percentile 90, min_area 16": {"threshold": "percentile", "percentile": 90.0},
-    "percentile 98, min_area 64": {"threshold": "percentile", "percentile": 98.0,
-                                   "min_area": 64},
-    "percentile 95, min_area 64": {"threshold": "percentile", "percentile": 95.0,
-                                   "min_area": 64},
+COLUMNS = {
+    "ap_pixel": ("AP pixel", "{:.3f}"), "ap_box": ("AP box", "{:.3f}"),
+    "found": ("found", "{:.0%}"), "recall": ("recall@0.3", "{:.0%}"),
+    "false_clean": ("false/clean pair", "{:.2f}"), "false_edited": ("false/edited pair", "{:.2f}"),
+    "top": ("top-k found", "{:.0%}"), "ms": ("ms/512²", "{:.1f}"),
 }
 
 
-def regions_table(top: list[Scores], pairs: Pairs) -> str:
-    """Hit rate of each top pipeline's maps under several regions settings."""
-    maps = []
-    for r in top:
-        fn = map_function(r.candidate)
-        maps.append([fn(ref, cand) for _, ref, cand in pairs])
-    head = ["regions config", *[r.label for r in top]]
+def _table(head: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
-    for label, update in REGION_VARIANTS.items():
-        cfg = RegionsConfig(**update)
-        cells = [label]
-        for ms in maps:
-            got = [h for (p, _, _), m in zip(pairs, ms, strict=True)
-                   for h in edit_hits(m, p, cfg)]
-            cells.append(f"{np.mean(got):.0%}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(["\n".join(lines), *["| " + " | ".join(r) + " |" for r in rows]])
 
 
-def kinds_table(top: list[Scores], pairs: Pairs, regions: str) -> str:
-    """Hit rate per edit kind under the ``regions`` settings of HIT_REGIONS."""
-    kinds = sorted({e.kind for p, _, _ in pairs for e in p.edits})
-    head = ["pipeline", *kinds]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
-    for r in top:
-        cells = [r.label]
-        for k in kinds:
-            got = [h for p, _, _ in pairs
-                   for e, h in zip(p.edits, r.hits[regions][(p.image, p.nuisance)],
-                                   strict=True)
-                   if e.kind == k]
-            cells.append(f"{np.mean(got):.0%}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def _fmt(key: str, v: float) -> str:
+    return "n/a" if v != v else COLUMNS[key][1].format(v)
+
+
+def overall_table(systems: list[System], got: dict[str, list[PairScore]],
+                  families: Sequence[str]) -> str:
+    rows = []
+    for s in systems:
+        o = overall(got[s.label], families)
+        rows.append([s.label, *[_fmt(k, o[k]) for k in COLUMNS], s.regions_note])
+    return _table(["system", *[c for c, _ in COLUMNS.values()], "regions"], rows)
+
+
+def family_table(key: str, systems: list[System], got: dict[str, list[PairScore]],
+                 families: Sequence[str]) -> str:
+    rows = []
+    for s in systems:
+        o = overall(got[s.label], families)
+        per = [summary([r for r in got[s.label] if r.family == f])[key] for f in families]
+        rows.append([s.label, *[_fmt(key, v) for v in per], _fmt(key, o[key])])
+    return _table(["system", *families, "overall"], rows)
+
+
+def breakdown_table(systems: list[System], got: dict[str, list[PairScore]], attr: str,
+                    by: str) -> str:
+    """Share of edits ``attr`` ('found' or 'top') by edit kind, or by strength third."""
+    if by == "kind":
+        groups = [k for k in EDIT_KINDS if any(k in r.kinds for r in got[systems[0].label])]
+        key = lambda kind, strength: kind  # noqa: E731
+    else:
+        groups = ["faint (s < 1/3)", "middle", "clear (s >= 2/3)"]
+        key = lambda kind, strength: groups[min(2, int(strength * 3))]  # noqa: E731
+    rows = []
+    for s in systems:
+        hits: dict[str, list[bool]] = {g: [] for g in groups}
+        for r in got[s.label]:
+            for kind, strength, h in zip(r.kinds, r.strengths, getattr(r, attr), strict=True):
+                if kind != "swap" or by == "kind":  # swaps have no strength
+                    hits[key(kind, strength)].append(h)
+        rows.append([s.label, *[_fmt("found", _mean(hits[g])) for g in groups]])
+    counts = [sum(1 for r in got[systems[0].label] for k, st in zip(r.kinds, r.strengths,
+                                                                      strict=True)
+                  if (k != "swap" or by == "kind") and key(k, st) == g) for g in groups]
+    return _table(["system", *[f"{g} ({n})" for g, n in zip(groups, counts, strict=True)]], rows)
+
+
+def targets_table(systems: list[System], got: dict[str, list[PairScore]],
+                  families: Sequence[str]) -> str:
+    """PASS/FAIL of each project pipeline against issue 11's targets."""
+    peers = [overall(got[s.label], families) for s in systems if s.peer]
+    best = {k: max((p[k] for p in peers), default=float("nan")) for k in ("ap_pixel", "ap_box")}
+    t = TARGETS
+
+    def verdict(ok: bool) -> str:
+        return "PASS" if ok else "FAIL"
+
+    rows = []
+    for s in systems:
+        if s.peer:
+            continue
+        o = overall(got[s.label], families)
+        cells = [s.label]
+        for k in ("ap_pixel", "ap_box"):
+            ratio = o[k] / best[k] if best[k] == best[k] else float("nan")
+            cells.append(f"{o[k]:.3f} = {ratio:.2f}x best peer ({best[k]:.3f}): "
+                         f"{verdict(ratio >= t['ap_ratio'])}")
+        cells += [f"{o['found']:.0%}: {verdict(o['found'] >= t['found'])}",
+                  f"{o['false_clean']:.2f}: {verdict(o['false_clean'] <= t['false_clean'])}",
+                  f"{o['ms']:.1f}: {verdict(o['ms'] <= t['ms'])}"]
+        rows.append(cells)
+    head = ["system", f"AP pixel >= {t['ap_ratio']}x best peer",
+            f"AP box >= {t['ap_ratio']}x best peer", f"found >= {t['found']:.0%}",
+            f"false/clean pair <= {t['false_clean']}", f"ms/512² <= {t['ms']:g}"]
+    return _table(head, rows)
+
+
+def report(half: str, photos: Sequence[str], families: Sequence[str], systems: list[System],
+           got: dict[str, list[PairScore]]) -> None:
+    label = "HELD-OUT" if half == "heldout" else "TUNING (not a result: parameters chosen here)"
+    print(f"\n## {label} half: {', '.join(photos)} | {', '.join(families)}\n")
+    print("### Overall (families weighted equally; peers' regions: this project's regions code "
+          "on their maps, column 'regions')\n")
+    print(overall_table(systems, got, families))
+    if half == "heldout":
+        print("\n### Targets of issue 11 (held-out)\n")
+        print(targets_table(systems, got, families))
+    for key in ("ap_pixel", "ap_box", "found", "recall", "false_clean", "top", "ms"):
+        print(f"\n### {COLUMNS[key][0]} by nuisance family\n")
+        print(family_table(key, systems, got, families))
+    print("\n### found (default regions) by edit kind\n")
+    print(breakdown_table(systems, got, "found", "kind"))
+    print("\n### found (default regions) by edit strength\n")
+    print(breakdown_table(systems, got, "found", "strength"))
+    print("\n### top-k found by edit strength\n")
+    print(breakdown_table(systems, got, "top", "strength"))
+
+
+def parse_pipeline(text: str) -> tuple[str, dict]:
+    """'label={json}' or '{json}' -> (label, config dict)."""
+    label, sep, body = text.partition("=")
+    if not sep or label.strip().startswith("{"):
+        label, body = text, text
+    return label.strip(), json.loads(body)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="3 photos and fewer pipelines")
-    ap.add_argument("--size", type=int, default=384, help="longer image side (default 384)")
+    ap.add_argument("--split", choices=("tuning", "heldout", "both"), default="heldout",
+                    help="which half to run (default heldout, the half the README reports)")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"{QUICK_PHOTOS} photos per half, the strongest nuisance of each family")
+    ap.add_argument("--size", type=int, default=512, help="longer image side (default 512)")
     ap.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
     ap.add_argument("--edits", type=int, default=EDITS_PER_IMAGE,
-                    help=f"local edits per photo (default {EDITS_PER_IMAGE})")
-    ap.add_argument("--only", metavar="REGEX",
-                    help="score only pipelines whose label matches (re.search), e.g. 'smooth 2$'")
-    ap.add_argument("--no-seed-package", action="store_true", help="skip the seed package")
+                    help=f"edits per photo (default {EDITS_PER_IMAGE})")
+    ap.add_argument("--pipeline", action="append", default=[], metavar="[LABEL=]JSON",
+                    help="add a PipelineConfig (JSON) to score; repeatable")
+    ap.add_argument("--no-peers", action="store_true", help="score this project's pipelines only")
     args = ap.parse_args(argv)
 
-    from benchmarks.seed import seed_available
-
     t_start = time.perf_counter()
-    images = ("astronaut", "camera", "coffee") if args.quick else tuple(PHOTOS)
-    pairs = [(p, to_tensor(p.reference), to_tensor(p.candidate))
-             for p in make_dataset(images, NUISANCES, args.size, args.seed, args.edits)]
-    n_edits = sum(len(p.edits) for p, _, _ in pairs) // len(NUISANCES)
-    print(f"# Quality benchmark: {len(images)} photos x {len(NUISANCES)} nuisances "
-          f"({', '.join(NUISANCES)}) = {len(pairs)} pairs, {n_edits} edits per nuisance, "
-          f"longer side {args.size}px, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} CPU threads, load average {os.getloadavg()[0]:.1f}\n")
+    load0 = os.getloadavg()
+    systems = project_systems([parse_pipeline(p) for p in args.pipeline])
+    missing: dict[str, str] = {}
+    if not args.no_peers:
+        peers, missing = peer_systems()
+        systems += peers
+    halves = ["tuning", "heldout"] if args.split == "both" else [args.split]
 
-    candidates = core_candidates(args.quick)
-    if args.no_seed_package:
-        print("(seed package skipped: --no-seed-package)\n")
-    elif seed_available():
-        candidates += seed_candidates()
-    else:
-        print("(seed package not installed, see benchmarks/README.md; its rows are missing)\n")
-    if args.only:
-        candidates = [c for c in candidates if re.search(args.only, c.label)]
-        if not candidates:
-            ap.error(f"--only {args.only!r} matches no pipeline")
+    print("# Quality benchmark (issue 11)\n")
+    print("Split, fixed in code: TUNING photos " + ", ".join(TUNING_PHOTOS) + "; families "
+          + ", ".join(TUNING_FAMILIES) + ". HELD-OUT photos " + ", ".join(HELDOUT_PHOTOS)
+          + "; families " + ", ".join(HELDOUT_FAMILIES) + "."
+          + ("" if avif_available() else " (AVIF: not supported by this Pillow, left out.)"))
+    print(f"Running: {', '.join(halves)}{' (--quick)' if args.quick else ''}; longer side "
+          f"{args.size} px, seed {args.seed}, {args.edits} edits per photo; torch "
+          f"{torch.__version__}, {torch.get_num_threads()} threads, load average "
+          + " ".join(f"{x:.1f}" for x in load0) + ".")
+    print("Systems: " + "; ".join(s.label for s in systems) + ".")
+    for label, why in missing.items():
+        print(f"MISSING peer (not scored): {label}: {why}")
 
-    results = []
-    for c in candidates:
-        results.append(score(c, pairs))
-        print(f"  scored {c.label:45s} AP {results[-1].mean_ap():.3f}", file=sys.stderr)
+    for half in halves:
+        photos, families = SPLITS[half]
+        if args.quick:
+            photos = photos[:QUICK_PHOTOS]
+        nuisances = nuisances_of(families, quick=args.quick)
+        t0 = time.perf_counter()
+        pairs = list(make_pairs(photos, nuisances, args.size, args.seed, args.edits))
+        n_edits = sum(len(p.edits) for p in pairs)
+        print(f"\n{half}: {len(photos)} photos x {len(nuisances)} nuisances "
+              f"({', '.join(n.name for n in nuisances)}) = {len(pairs) // 2} edited + "
+              f"{len(pairs) // 2} nuisance-only pairs, {n_edits} edits in all "
+              f"(made in {time.perf_counter() - t0:.0f} s)", flush=True)
+        got = run_all(systems, pairs)
+        report(half, photos, families, systems, got)
 
-    tp, tp_ref, tp_cand = next(p for p in pairs if p[0].reference.shape[-1] == 3)
-    time_candidates(results, tp_ref, tp_cand)
-    print(markdown_table(results, NUISANCES))
-    print("\nAP: average precision of the map ranking the edited pixels (chance = the edited "
-          f"share, {np.mean([p.mask.mean() for p, _, _ in pairs]):.3f}). hits: share of edits "
-          f"that one of the map's top-k regions lands on (box IoU >= {HIT_IOU}), k = edits in "
-          "the image; regions by core.find_regions with min_area 16 and an Otsu threshold (otsu) "
-          "or the 95th percentile (p95). ms/pair: median time of the "
-          f"map for one {tp.image} pair ({tp.reference.shape[1]}x{tp.reference.shape[0]} RGB), "
-          "all candidates timed interleaved on a possibly shared CPU. "
-          "LPIPS is not scored: its backbone weights (ImageNet AlexNet/VGG/SqueezeNet) are not "
-          "on this machine and stand-in random weights would say nothing about its quality.\n")
-
-    ranked = sorted((r for r in results if r.candidate.seed is None), key=Scores.rank_key)
-    current = [r for r in results if r.label == "map ssim" and r not in ranked[:3]]
-    top = ranked[:3] + current
-    print("## Regions settings: hit rate of the top pipelines' maps\n")
-    print(regions_table(top, pairs))
-    seeds = [r for r in results if r.label.startswith("SEED default") and "|map|" not in r.label]
-    for name in HIT_REGIONS:
-        print(f"\n## Hit rate by edit kind, regions {name}\n")
-        print(kinds_table(top + seeds, pairs, name))
-    print(f"\nTotal time {time.perf_counter() - t_start:.0f} s "
-          f"(load average at the end {os.getloadavg()[0]:.1f}).")
+    print("\nAP pixel: positives are the pixels the edits changed (> 1 uint8 level); AP box: "
+          "every pixel of the edits' tight boxes. found: a region of the system's default "
+          "regions overlaps the edit's box. recall@0.3: a region's box has IoU >= 0.3 with it. "
+          "false: regions overlapping no edit. top-k found: among the k strongest spots of the "
+          "map (k = edits in the pair; components above the 98th percentile, by mass), the same "
+          "for every system. Peers have no regions: theirs are this project's regions code on "
+          "their map (column 'regions'). The seed's gradient maps are signed and scored as "
+          "|map|. ms/512²: median per pair of map + regions from uint8 arrays, scaled to "
+          "512x512, systems interleaved (rotating order) on a possibly shared CPU.")
+    print(f"\nTotal time {time.perf_counter() - t_start:.0f} s; load average at the start "
+          + " ".join(f"{x:.1f}" for x in load0) + ", at the end "
+          + " ".join(f"{x:.1f}" for x in os.getloadavg()) + ".")
 
 
 if __name__ == "__main__":

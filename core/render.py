@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -29,6 +29,7 @@ __all__ = [
     "heatmap_png",
     "load_font",
     "lut",
+    "nice_ticks",
     "overlay",
     "to_png",
     "value_range",
@@ -75,6 +76,8 @@ class RenderConfig(BaseModel):
     colorbar: bool = False
     label: str | None = Field(None, max_length=80, description="colorbar label")
     symmetric: bool = Field(False, description="range +-max|map|, for signed maps")
+    scale: Literal["linear", "sqrt"] = Field(
+        "linear", description="how values map to colours; sqrt shows weak spots brighter")
 
     @field_validator("colormap")
     @classmethod
@@ -108,12 +111,18 @@ def value_range(
     return lo, hi
 
 
+def _position(v: np.ndarray, lo: float, hi: float, scale: str) -> np.ndarray:
+    """Values -> 0..1 along the colormap (clipped), linearly or by square root."""
+    f = np.clip((v - lo) / (hi - lo), 0.0, 1.0)
+    return np.sqrt(f) if scale == "sqrt" else f
+
+
 def colorize(m: np.ndarray, colormap: str = "magma", vmin: float | None = None,
-             vmax: float | None = None) -> np.ndarray:
+             vmax: float | None = None, scale: str = "linear") -> np.ndarray:
     """(H, W) map -> (H, W, 3) uint8 colours; values outside the range clip."""
     m = channel_plane(np.asarray(m, dtype=np.float32))
     lo, hi = value_range(m, vmin, vmax)
-    idx = np.clip((m - lo) / (hi - lo) * 255 + 0.5, 0, 255)
+    idx = _position(m, lo, hi, scale) * 255 + 0.5
     idx = np.nan_to_num(idx, nan=0).astype(np.uint8)
     return lut(colormap)[idx]
 
@@ -130,21 +139,42 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}"
 
 
+def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """About ``n`` round values (1, 2 or 5 times a power of ten apart) from lo to hi."""
+    span = hi - lo
+    if not np.isfinite(span) or span <= 0:
+        return [lo]
+    raw = span / max(1, n - 1)
+    mag = 10.0 ** np.floor(np.log10(raw))
+    step = next(f * mag for f in (1, 2, 2.5, 5, 10) if f * mag >= raw * 0.999)
+    first = np.ceil(lo / step - 1e-9) * step
+    out = [float(round(v, 12)) + 0.0 for v in np.arange(first, hi + step * 1e-9, step)]
+    return ([lo] if out[0] - lo > step / 2 else []) + out  # the scale's start, when far
+
+
 def colorbar(height: int, colormap: str, vmin: float, vmax: float, label: str | None = None,
-             ticks: int = 5, width: int = 18) -> Image.Image:
-    """A vertical colorbar with ``ticks`` labelled ticks, as an RGB image."""
+             ticks: int = 5, width: int = 18, scale: str = "linear") -> Image.Image:
+    """A vertical colorbar with ``ticks`` labelled ticks, as an RGB image.
+
+    ``scale="sqrt"`` draws the square-root colour scale with ticks at round values."""
     font_size = max(10, min(16, height // 25))
     font = load_font(font_size)
     grad = np.linspace(1.0, 0.0, max(height, 2))[:, None].repeat(width, 1)
     bar = Image.fromarray(lut(colormap)[(grad * 255 + 0.5).astype(np.uint8)])
-    texts = [_fmt(vmin + (vmax - vmin) * i / (ticks - 1)) for i in range(ticks)]
+    if scale != "linear":
+        values = nice_ticks(vmin, vmax, ticks)
+        where = [float(_position(np.float64(v), vmin, vmax, scale)) for v in values]
+        texts = [f"{v:g}" for v in values]
+    else:
+        where = [i / (ticks - 1) for i in range(ticks)]
+        texts = [_fmt(vmin + (vmax - vmin) * f) for f in where]
     text_w = max(int(font.getlength(t)) for t in texts) + 6
     label_w = font_size + 8 if label else 0
     out = Image.new("RGB", (width + 6 + text_w + label_w, height), "white")
     out.paste(bar, (0, 0))
     draw = ImageDraw.Draw(out)
-    for i, t in enumerate(texts):
-        y = round((height - 1) * (1 - i / (ticks - 1)))
+    for f, t in zip(where, texts, strict=True):
+        y = round((height - 1) * (1 - f))
         draw.line([(width, y), (width + 4, y)], fill="black")
         ty = min(max(y - font_size // 2, 0), height - font_size - 1)
         draw.text((width + 6, ty), t, fill="black", font=font)
@@ -161,10 +191,10 @@ def heatmap(m: np.ndarray, cfg: RenderConfig | None = None) -> Image.Image:
     """A map drawn with a colormap, with a colorbar to its right if asked."""
     cfg = cfg or RenderConfig()
     lo, hi = value_range(m, cfg.vmin, cfg.vmax, cfg.percentile, cfg.symmetric)
-    img = Image.fromarray(colorize(m, cfg.colormap, lo, hi))
+    img = Image.fromarray(colorize(m, cfg.colormap, lo, hi, cfg.scale))
     if not cfg.colorbar:
         return img
-    bar = colorbar(img.height, cfg.colormap, lo, hi, cfg.label)
+    bar = colorbar(img.height, cfg.colormap, lo, hi, cfg.label, scale=cfg.scale)
     out = Image.new("RGB", (img.width + 8 + bar.width, img.height), "white")
     out.paste(img, (0, 0))
     out.paste(bar, (img.width + 8, 0))
@@ -192,7 +222,7 @@ def overlay(image: np.ndarray | Image.Image, m: np.ndarray, alpha: float = 0.5,
     base = image if isinstance(image, Image.Image) else _as_image(image)
     base = base.convert("RGB")
     lo, hi = value_range(m, cfg.vmin, cfg.vmax, cfg.percentile, cfg.symmetric)
-    colours = Image.fromarray(colorize(m, cfg.colormap, lo, hi))
+    colours = Image.fromarray(colorize(m, cfg.colormap, lo, hi, cfg.scale))
     if colours.size != base.size:
         colours = colours.resize(base.size, Image.Resampling.NEAREST)
     return Image.blend(base, colours, alpha)

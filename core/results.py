@@ -51,7 +51,8 @@ class Region:
 
     ``score`` is the region's share of the whole map's total difference
     (0-1), so regions of different maps compare; ``peak``/``mean`` are in
-    the map's units.
+    the map's units. ``significance`` is the peak in calibrated units (robust sigmas) for
+    hysteresis regions of a calibrated map, else None.
     """
 
     x: int
@@ -62,6 +63,7 @@ class Region:
     score: float
     peak: float
     mean: float
+    significance: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Every field by name; non-finite floats become None."""

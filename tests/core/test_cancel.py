@@ -12,6 +12,8 @@ from core.errors import Cancelled
 
 RNG = np.random.default_rng(1)
 A = RNG.random((48, 48, 3)).astype(np.float32)
+#: one post-processor, so every step the hook guards is there (the default has none)
+SMOOTH = [{"name": "smooth", "sigma": 2.0}]
 B = np.clip(A + RNG.normal(0, 0.1, A.shape), 0, 1).astype(np.float32)
 
 
@@ -30,15 +32,15 @@ def after(n: int):
 def test_analyze_stops_at_the_step_the_check_says(n, step):
     cancel, _ = after(n)
     with pytest.raises(Cancelled) as info:
-        Finder(metric="ssim", device="cpu").analyze(A, B, cancel=cancel)
+        Finder(metric="ssim", post_processor=SMOOTH, device="cpu").analyze(A, B, cancel=cancel)
     assert info.value.extra["step"] == step
     assert info.value.status == 503
 
 
 def test_a_check_that_says_go_on_changes_nothing():
     cancel, calls = after(10**6)
-    plain = Finder(device="cpu").analyze(A, B)[0]
-    checked = Finder(device="cpu").analyze(A, B, cancel=cancel)[0]
+    plain = Finder(post_processor=SMOOTH, device="cpu").analyze(A, B)[0]
+    checked = Finder(post_processor=SMOOTH, device="cpu").analyze(A, B, cancel=cancel)[0]
     np.testing.assert_array_equal(plain.map, checked.map)
     assert plain.metrics == checked.metrics and plain.regions == checked.regions
     assert len(calls) == 5  # pre, scores, strategy, one post-processor, regions

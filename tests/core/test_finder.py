@@ -226,7 +226,9 @@ def test_large_map_regions_are_the_whole_image_path(astronaut) -> None:
     big = np.tile(astronaut, (4, 4, 1))[:2000, :2000]
     cand = big.copy()
     cand[500:560, 900:980] = 255 - cand[500:560, 900:980]
-    finder = Finder(device="cpu")
+    # the smoothed-difference pipeline, whose map has a closed form to check against
+    finder = Finder(strategy="difference", post_processor=[{"name": "smooth", "sigma": 2.0}],
+                    regions={"threshold": "percentile"}, device="cpu")
     (res,) = finder.analyze(big, cand)
     r, c = (torch.from_numpy(x).permute(2, 0, 1)[None].double() / 255 for x in (big, cand))
     saved = numeric.BAND_ELEMENTS
@@ -242,7 +244,7 @@ def test_large_map_regions_are_the_whole_image_path(astronaut) -> None:
     mask = res.map > np.percentile(res.map, 98)
     props = {(p.bbox[1], p.bbox[0], p.bbox[3] - p.bbox[1], p.bbox[2] - p.bbox[0]): p.area
              for p in regionprops(label(mask, connectivity=2))}
-    assert res.regions and res.regions == find_regions(res.map)
+    assert res.regions and res.regions == find_regions(res.map, finder.config.regions)
     for reg in res.regions:
         assert props[(reg.x, reg.y, reg.width, reg.height)] == reg.area
     assert res.regions[0].x <= 900 < res.regions[0].x + res.regions[0].width

@@ -34,7 +34,7 @@ def test_regions_boxes_areas_scores_and_order() -> None:
     assert all(isinstance(r, Region) for r in regions)
     assert regions[0].to_dict() == {"x": 70, "y": 60, "width": 10, "height": 30, "area": 300,
                                     "score": pytest.approx(300 / total), "peak": 1.0,
-                                    "mean": 1.0}
+                                    "mean": 1.0, "significance": None}
 
 
 def test_regions_min_area_and_max_regions() -> None:

@@ -24,7 +24,10 @@ def test_finite_or_none() -> None:
 def test_region_to_dict_keeps_fields_and_drops_non_finite_floats() -> None:
     r = Region(x=1, y=2, width=3, height=4, area=12, score=0.5, peak=math.inf, mean=math.nan)
     assert r.to_dict() == {"x": 1, "y": 2, "width": 3, "height": 4, "area": 12, "score": 0.5,
-                           "peak": None, "mean": None}
+                           "peak": None, "mean": None, "significance": None}
+    sig = Region(x=1, y=2, width=3, height=4, area=12, score=0.5, peak=20.0, mean=9.0,
+                 significance=20.0)
+    assert sig.to_dict()["significance"] == 20.0
 
 
 def test_pair_result_to_dict_is_json_and_keeps_region_order() -> None:

@@ -1,0 +1,81 @@
+"""Hysteresis regions: a spot needs a core above ``high`` and extends over ``low``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from core.regions import RegionsConfig, find_regions, hysteresis_components, region_mask
+
+
+def _bump(shape: tuple[int, int], cy: float, cx: float, sigma: float, peak: float) -> np.ndarray:
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    return peak * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
+
+
+def _cfg(**kw) -> RegionsConfig:
+    return RegionsConfig(threshold="hysteresis", **{"high": 6.0, "low": 3.0, **kw})
+
+
+def test_only_spots_with_a_core_above_high_are_reported() -> None:
+    m = _bump((80, 120), 20, 30, 5, 9.0) + _bump((80, 120), 55, 90, 6, 4.5)  # strong, weak
+    regions = find_regions(m, _cfg())
+    assert len(regions) == 1
+    r = regions[0]
+    assert r.x <= 30 < r.x + r.width and r.y <= 20 < r.y + r.height
+    assert r.significance == pytest.approx(m.max(), rel=1e-6)
+    assert r.peak == pytest.approx(r.significance)
+    # the weak spot is found once high is below its peak
+    assert len(find_regions(m, _cfg(high=4.0))) == 2
+
+
+def test_region_extends_over_low_exactly_like_scipy_labels() -> None:
+    m = _bump((64, 64), 30, 30, 6, 8.0)
+    mask = region_mask(m, _cfg())
+    labels, n = ndimage.label(m > 3.0, structure=np.ones((3, 3), bool))
+    assert n == 1
+    np.testing.assert_array_equal(mask, labels == 1)
+    (r,) = find_regions(m, _cfg())
+    assert r.area == int((m > 3.0).sum())
+
+
+def test_strongest_core_first_and_max_regions() -> None:
+    m = sum(_bump((60, 200), 30, 25 + 50 * i, 4, p) for i, p in enumerate((7.0, 12.0, 9.0, 8.0)))
+    regions = find_regions(m, _cfg())
+    sig = [r.significance for r in regions]
+    assert sig == sorted(sig, reverse=True) and len(regions) == 4
+    assert regions[0].x <= 75 < regions[0].x + regions[0].width
+    assert len(find_regions(m, _cfg(max_regions=2))) == 2
+
+
+def test_nothing_significant_gives_no_regions() -> None:
+    rng = np.random.default_rng(0)
+    assert find_regions(np.zeros((40, 50), np.float32), _cfg()) == []
+    assert find_regions(np.abs(rng.normal(0, 1, (64, 64))).astype(np.float32) * 0.5, _cfg()) == []
+    assert not region_mask(np.zeros((10, 10)), _cfg()).any()
+
+
+def test_min_area_drops_tiny_cores() -> None:
+    m = np.zeros((30, 30), np.float32)
+    m[10:12, 10:12] = 10.0  # 4 pixels
+    assert find_regions(m, _cfg(min_area=16)) == []
+    assert len(find_regions(m, _cfg(min_area=1))) == 1
+
+
+def test_relative_cut_splits_a_strong_spot_from_a_faint_bridge() -> None:
+    m = _bump((60, 120), 30, 30, 4, 20.0) + _bump((60, 120), 30, 80, 4, 20.0)
+    m[28:33, 30:80] = np.maximum(m[28:33, 30:80], 4.0)  # a faint bridge above low
+    assert len(find_regions(m, _cfg())) == 1
+    assert len(find_regions(m, _cfg(relative=0.4))) == 2
+    labels, n = hysteresis_components(m, 3.0, 8, 0.4)
+    assert n == 2 and labels.max() == 2
+
+
+def test_other_thresholds_keep_working_without_significance() -> None:
+    m = _bump((64, 64), 30, 30, 6, 8.0)
+    for cfg in (RegionsConfig(threshold="percentile"), RegionsConfig(threshold="otsu"),
+                RegionsConfig(threshold="value", value=1.0)):
+        regions = find_regions(m, cfg)
+        assert regions and all(r.significance is None for r in regions)
+        assert "significance" in regions[0].to_dict()

@@ -1,0 +1,235 @@
+"""The ``significance`` strategy: a map in robust sigmas, and its default hysteresis regions.
+
+Behaviour a user relies on, whatever the tuned thresholds: nothing is reported for an identical
+or a nuisance-only pair; a clear, a hue-only or a mirrored edit is; sizes, channels, bit depths
+and batches all work.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy import ndimage
+
+from core import Finder
+from core.regions import Region, RegionsConfig
+from core.significance import significance_map
+
+SIG = {"strategy": "significance", "post_processor": [], "regions": {"threshold": "hysteresis"}}
+
+
+def _finder(**kw) -> Finder:
+    return Finder(device="cpu", **{**SIG, **kw})
+
+
+def _regions(ref: np.ndarray, cand: np.ndarray) -> list[Region]:
+    return _finder().analyze(ref, cand, metrics=False)[0].regions
+
+
+def _u8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def _noisy(img: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return _u8(img.astype(np.float64) + rng.normal(0, sigma, img.shape))
+
+
+def _jpeg(img: np.ndarray, quality: int = 75) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(_noisy(img, 1.5)).save(buf, "JPEG", quality=quality)
+    return np.asarray(Image.open(buf))
+
+
+def _bicubic2(img: np.ndarray) -> np.ndarray:
+    pil = Image.fromarray(img)
+    small = pil.resize((pil.width // 2, pil.height // 2), Image.Resampling.BICUBIC)
+    return np.asarray(small.resize(pil.size, Image.Resampling.BICUBIC))
+
+
+def _blur(img: np.ndarray, sigma: float = 0.6) -> np.ndarray:
+    s = (sigma, sigma, 0)[: img.ndim]
+    return _u8(ndimage.gaussian_filter(img.astype(np.float32), s))
+
+
+def _tv_denoised(img: np.ndarray) -> np.ndarray:
+    from skimage.restoration import denoise_tv_chambolle
+
+    noisy = np.clip(img / 255.0 + np.random.default_rng(1).normal(0, 0.03, img.shape), 0, 1)
+    axis = -1 if img.ndim == 3 else None
+    return _u8(denoise_tv_chambolle(noisy, weight=0.05, channel_axis=axis) * 255)
+
+
+NUISANCES = {"jpeg q75 + faint noise": _jpeg, "bicubic 2x round trip": _bicubic2,
+             "gaussian blur 0.6": _blur, "tv denoiser on noisy input": _tv_denoised,
+             "plain noise": lambda x: _noisy(x, 2.5)}
+
+
+@pytest.fixture(scope="module")
+def coffee() -> np.ndarray:
+    from skimage import data
+
+    return data.coffee()  # (400, 600, 3), non-square
+
+
+def _box_iou(r: Region, box: tuple[int, int, int, int]) -> float:
+    x, y, w, h = box
+    ix = max(0, min(r.x + r.width, x + w) - max(r.x, x))
+    iy = max(0, min(r.y + r.height, y + h) - max(r.y, y))
+    inter = ix * iy
+    return inter / (r.width * r.height + w * h - inter)
+
+
+def _covers(r: Region, box: tuple[int, int, int, int]) -> bool:
+    x, y, w, h = box
+    cx, cy = x + w / 2, y + h / 2
+    return r.x <= cx < r.x + r.width and r.y <= cy < r.y + r.height
+
+
+def _brighten(img: np.ndarray, box: tuple[int, int, int, int], delta: float) -> np.ndarray:
+    x, y, w, h = box
+    out = img.astype(np.float64)
+    out[y : y + h, x : x + w] += delta
+    return _u8(out)
+
+
+def test_identical_pair_has_a_zero_map_and_no_region(astronaut: np.ndarray) -> None:
+    res = _finder().analyze(astronaut, astronaut.copy())[0]
+    assert res.regions == []
+    assert float(np.abs(res.map).max()) == 0.0
+
+
+@pytest.mark.parametrize("nuisance", list(NUISANCES))
+@pytest.mark.parametrize("photo", ["astronaut", "coffee", "camera"])
+def test_nuisance_only_pair_has_no_region(nuisance: str, photo: str,
+                                          request: pytest.FixtureRequest) -> None:
+    ref = request.getfixturevalue(photo)
+    cand = NUISANCES[nuisance](ref)
+    assert _regions(ref, cand) == [], f"{photo} / {nuisance}"
+
+
+def test_one_clear_edit_on_a_noisy_pair_gives_one_region_covering_it(coffee: np.ndarray) -> None:
+    box = (260, 150, 40, 32)  # x, y, w, h
+    cand = _noisy(_brighten(coffee, box, 30.0), 2.0)
+    regions = _regions(coffee, cand)
+    assert len(regions) == 1
+    assert _box_iou(regions[0], box) >= 0.5
+    assert regions[0].significance is not None and regions[0].significance > 0
+
+
+def test_the_map_is_in_calibrated_units_on_a_nuisance_only_pair(coffee: np.ndarray) -> None:
+    m = _finder().analyze(coffee, _jpeg(coffee), regions=False)[0].map
+    # most of a nuisance-only map is within a few robust sigmas of nothing
+    assert float(np.median(m)) < 2.0
+    assert float(np.percentile(m, 99)) < RegionsConfig(threshold="hysteresis").high
+
+
+def test_same_pair_at_twice_the_size_finds_the_same_spots(astronaut: np.ndarray) -> None:
+    boxes = [(100, 300, 30, 30), (330, 120, 44, 36)]
+    cand = astronaut
+    for i, b in enumerate(boxes):
+        cand = _brighten(cand, b, 25.0 * (-1) ** i)
+    cand = _noisy(cand, 2.0)
+
+    def up(x: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(x).resize((x.shape[1] * 2, x.shape[0] * 2),
+                                                    Image.Resampling.BICUBIC))
+
+    small, big = _regions(astronaut, cand), _regions(up(astronaut), up(cand))
+    assert len(small) == len(boxes) == len(big)
+    for b in boxes:
+        assert any(_covers(r, b) for r in small)
+        assert any(_covers(r, tuple(2 * v for v in b)) for r in big)
+
+
+def test_a_hue_only_edit_at_constant_luminance_is_found(coffee: np.ndarray) -> None:
+    # red and blue swapped in the most colourful 40x40 block: a hue change, the same mean level
+    rb = np.abs(coffee[..., 0].astype(float) - coffee[..., 2])
+    blocks = rb[:360, :560].reshape(9, 40, 14, 40).mean(axis=(1, 3))
+    by, bx = np.unravel_index(int(blocks.argmax()), blocks.shape)
+    x, y, w, h = int(bx) * 40, int(by) * 40, 40, 40
+    cand = coffee.copy()
+    cand[y : y + h, x : x + w] = coffee[y : y + h, x : x + w][..., ::-1]
+    assert np.array_equal(cand.astype(int).sum(-1), coffee.astype(int).sum(-1))  # same R+G+B
+    regions = _regions(coffee, _noisy(cand, 1.5))
+    assert any(_covers(r, (x, y, w, h)) for r in regions)
+
+
+def test_a_mirrored_patch_without_mean_shift_is_found(astronaut: np.ndarray) -> None:
+    x, y, w, h = 180, 60, 40, 40  # textured part of the photo
+    cand = astronaut.copy()
+    cand[y : y + h, x : x + w] = cand[y : y + h, x : x + w][:, ::-1]
+    before = astronaut[y : y + h, x : x + w].astype(float).mean()
+    assert abs(cand[y : y + h, x : x + w].astype(float).mean() - before) < 1e-9
+    regions = _regions(astronaut, _noisy(cand, 1.5))
+    assert any(_covers(r, (x, y, w, h)) for r in regions)
+
+
+def test_a_grayscale_pair_works(camera: np.ndarray) -> None:
+    box = (300, 80, 36, 36)
+    cand = _noisy(_brighten(camera, box, -35.0), 2.0)
+    regions = _regions(camera, cand)
+    assert len(regions) >= 1 and any(_covers(r, box) for r in regions)
+    assert _regions(camera, _jpeg(camera)) == []
+
+
+def test_a_16_bit_pair_works(camera: np.ndarray) -> None:
+    ref = camera.astype(np.uint16) * 257
+    rng = np.random.default_rng(3)
+    cand = np.clip(ref + rng.normal(0, 400, ref.shape), 0, 65535)
+    box = (120, 300, 40, 30)
+    x, y, w, h = box
+    cand[y : y + h, x : x + w] += 8000
+    cand = np.clip(cand, 0, 65535).astype(np.uint16)
+    regions = _regions(ref, cand)
+    assert len(regions) == 1 and _box_iou(regions[0], box) >= 0.5
+    assert _regions(ref, ref.copy()) == []
+
+
+def test_a_tiny_image_works() -> None:
+    rng = np.random.default_rng(0)
+    ref = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    cand = ref.copy()
+    cand[1:4, 2:6] = 255 - cand[1:4, 2:6]
+    for a, b in ((ref, ref.copy()), (ref, cand), (ref[:1, :1], cand[:1, :1])):
+        res = _finder(regions={"threshold": "hysteresis", "min_area": 1}).analyze(
+            a, b, metrics=False)[0]
+        assert res.map.shape == a.shape[:2] and np.isfinite(res.map).all()
+    assert _finder().analyze(ref, ref.copy(), metrics=False)[0].regions == []
+
+
+def test_batched_maps_equal_single_pairs_and_runs_are_deterministic(
+        astronaut: np.ndarray, camera: np.ndarray) -> None:
+    a = torch.from_numpy(np.stack([astronaut, np.repeat(camera[..., None], 3, -1)])
+                         ).permute(0, 3, 1, 2).float() / 255
+    b = torch.from_numpy(np.stack([_jpeg(astronaut), _brighten(
+        np.repeat(camera[..., None], 3, -1), (50, 50, 30, 30), 30)])).permute(0, 3, 1, 2) / 255
+    b = b.float()
+    with torch.inference_mode():
+        both = significance_map(a, b)
+        again = significance_map(a, b)
+        one = [significance_map(a[i : i + 1], b[i : i + 1]) for i in range(2)]
+    assert both.shape == (2, 1, 512, 512)
+    assert torch.equal(both, again)
+    for i in range(2):
+        torch.testing.assert_close(both[i : i + 1], one[i], rtol=1e-5, atol=1e-5)
+
+
+def test_heatmap_of_a_significance_map_uses_fixed_units(astronaut: np.ndarray) -> None:
+    from core.render import heatmap
+
+    f = _finder()
+    assert f.config.render.vmin is not None and f.config.render.vmax is not None
+    assert "sigma" in (f.config.render.label or "")
+    clean = f.analyze(astronaut, _noisy(astronaut, 2.0), regions=False)[0].map
+    edited = f.analyze(astronaut, _brighten(astronaut, (100, 100, 40, 40), 40), regions=False)
+    img_clean = np.asarray(heatmap(clean, f.config.render))
+    img_edit = np.asarray(heatmap(edited[0].map, f.config.render))
+    black = np.asarray(heatmap(np.zeros((4, 4)), f.config.render))[0, 0]
+    # a pair without a difference looks empty: nearly all of it the colormap's first colour
+    assert (np.abs(img_clean.astype(int) - black).sum(-1) < 30).mean() > 0.95
+    assert (np.abs(img_edit[100:140, 100:140].astype(int) - black).sum(-1) > 100).mean() > 0.5
