@@ -25,7 +25,8 @@ __all__ = ["ServiceState", "create_app"]
 
 #: always open, even when API keys are set
 _OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs",
-                         "/docs/oauth2-redirect", "/redoc", *page.PAGE_PATHS})
+                         "/docs/oauth2-redirect", "/redoc", "/label-studio/webhook",
+                         *page.PAGE_PATHS})
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

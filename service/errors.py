@@ -17,6 +17,7 @@ The hierarchy (status and ``code`` of each)::
     ├── FetchFailed                 422 url-fetch-failed (or another status given)
     ├── NotAnImage                  422 undecodable-image: a URL's bytes are no image
     ├── ClientDisconnected          499 client-closed-request
+    ├── LabelStudioAuthFailed       502 label-studio-auth-failed: a PAT exchange refused
     ├── QueueFull                   503 queue-full (Retry-After)
     ├── WaitTooLong                 503 wait-too-long: the queue outlasts the deadline
     ├── MemoryFull                  503 memory-full: the memory budget is taken (Retry-After)
@@ -40,6 +41,7 @@ __all__ = [
     "ClientDisconnected",
     "DeadlineExceeded",
     "FetchFailed",
+    "LabelStudioAuthFailed",
     "MalformedJson",
     "MemoryFull",
     "NotAcceptable",
@@ -104,10 +106,16 @@ class MalformedJson(ServiceProblem):
 
 
 class Unauthorized(ServiceProblem):
-    def __init__(self) -> None:
-        super().__init__(401, "unauthorized", "this server needs an API key: send "
-                         "'Authorization: Bearer <key>'", title="Unauthorized",
-                         headers={"WWW-Authenticate": 'Bearer realm="difference-finder"'})
+    """No valid API key; ``basic``: Basic auth with the key as the password works too."""
+
+    def __init__(self, basic: bool = False) -> None:
+        how = "'Authorization: Bearer <key>'" + (
+            " or Basic auth with the key as the password (Label Studio: ML backend > Basic "
+            "auth)" if basic else "")
+        challenge = 'Bearer realm="difference-finder"' + (
+            ', Basic realm="difference-finder"' if basic else "")
+        super().__init__(401, "unauthorized", f"this server needs an API key: send {how}",
+                         title="Unauthorized", headers={"WWW-Authenticate": challenge})
 
 
 class NotFound(ServiceProblem):
@@ -169,9 +177,11 @@ class UrlRefused(ServiceProblem):
 
 
 class FetchFailed(ServiceProblem):
-    def __init__(self, what: str, detail: str, status: int = 422) -> None:
+    """A URL could not be fetched; ``upstream_status`` (an extra) when the server answered."""
+
+    def __init__(self, what: str, detail: str, status: int = 422, **extra: Any) -> None:
         super().__init__(status, "url-fetch-failed", f"{what}: {detail}",
-                         title="URL could not be fetched", field=what)
+                         title="URL could not be fetched", field=what, **extra)
 
 
 class NotAnImage(ServiceProblem):
@@ -185,6 +195,16 @@ class ClientDisconnected(ServiceProblem):
     def __init__(self) -> None:
         super().__init__(499, "client-closed-request", "the client went away; its work was "
                          "dropped", title="Client closed request")
+
+
+class LabelStudioAuthFailed(ServiceProblem):
+    """Label Studio refused to exchange the configured personal access token (or could not
+    be reached to exchange it)."""
+
+    def __init__(self, detail: str, upstream_status: int | None = None) -> None:
+        super().__init__(502, "label-studio-auth-failed", detail,
+                         title="Label Studio refused the token",
+                         upstream_status=upstream_status)
 
 
 class QueueFull(ServiceProblem):

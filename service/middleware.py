@@ -6,6 +6,8 @@ keep working.)
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 from collections.abc import Iterable
 
@@ -49,18 +51,36 @@ class BodyLimitMiddleware:
 
 
 class ApiKeyMiddleware:
-    """``Authorization: Bearer <key>`` on every path but ``open_paths``; constant-time."""
+    """``Authorization: Bearer <key>`` on every path but ``open_paths``; constant-time.
+    Under ``basic_prefix`` (``/label-studio/``) Basic auth with a key as the password (any
+    user name) is accepted too: Label Studio's ML backend settings offer only Basic auth."""
 
-    def __init__(self, app: ASGIApp, keys: Iterable[str], open_paths: Iterable[str]) -> None:
+    def __init__(self, app: ASGIApp, keys: Iterable[str], open_paths: Iterable[str],
+                 basic_prefix: str = "/label-studio/") -> None:
         self.app = app
         self.keys = [k.encode() for k in keys]
         self.open_paths = frozenset(open_paths)
+        self.basic_prefix = basic_prefix
 
-    def _allowed(self, authorization: str | None) -> bool:
+    @staticmethod
+    def basic_password(token: str) -> str | None:
+        """The password of HTTP Basic credentials (``base64(user:password)``), else None."""
+        try:
+            decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            return None
+        _user, sep, password = decoded.partition(":")
+        return password if sep else None
+
+    def _allowed(self, authorization: str | None, path: str = "") -> bool:
         if not authorization:
             return False
         scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        if scheme.lower() == "basic" and path.startswith(self.basic_prefix):
+            token = self.basic_password(token) or ""
+        elif scheme.lower() != "bearer":
+            return False
+        if not token.strip():
             return False
         given = token.strip().encode()
         ok = False
@@ -73,7 +93,9 @@ class ApiKeyMiddleware:
                 or scope.get("method") == "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        if self._allowed(Headers(scope=scope).get("authorization")):
+        path = scope["path"]
+        if self._allowed(Headers(scope=scope).get("authorization"), path):
             await self.app(scope, receive, send)
             return
-        await render(Unauthorized())(scope, receive, send)
+        await render(Unauthorized(basic=path.startswith(self.basic_prefix)))(
+            scope, receive, send)

@@ -33,6 +33,7 @@ __all__ = [
     "field_errors",
     "install_handlers",
     "pointer",
+    "problem_body",
     "problem_response",
     "render",
     "validation_error",
@@ -86,10 +87,10 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def problem_response(status: int, code: str, detail: str, *, title: str | None = None,
-                     headers: Mapping[str, str] | None = None, **extra: Any) -> Response:
-    """Build an ``application/problem+json`` response."""
-    body = {
+def problem_body(status: int, code: str, detail: str, *, title: str | None = None,
+                 **extra: Any) -> dict[str, Any]:
+    """A problem details object as plain JSON (extension members without None values)."""
+    return {
         "type": TYPE_PREFIX + code,
         "title": title or title_for(status, code),
         "status": status,
@@ -97,6 +98,12 @@ def problem_response(status: int, code: str, detail: str, *, title: str | None =
         "code": code,
         **{k: _jsonable(v) for k, v in extra.items() if v is not None},
     }
+
+
+def problem_response(status: int, code: str, detail: str, *, title: str | None = None,
+                     headers: Mapping[str, str] | None = None, **extra: Any) -> Response:
+    """Build an ``application/problem+json`` response."""
+    body = problem_body(status, code, detail, title=title, **extra)
     return Response(json.dumps(body, allow_nan=False).encode(), status_code=status,
                     headers=dict(headers or {}), media_type=PROBLEM_MEDIA_TYPE)
 

@@ -1,6 +1,6 @@
 """What the routes share, built once from the settings: the worker pool, the memory
-budgets, the I/O thread pool, the URL fetcher, the image loader, metrics and warm-up
-state."""
+budgets, the I/O thread pool, the URL fetcher, the image loader, Label Studio's files,
+metrics and warm-up state."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from core.images import Limits
 
 from .budget import MemoryBudget, memory_limit
 from .images import ImageLoader
+from .label_studio.files import LabelStudioFiles
 from .prometheus import Metrics
 from .settings import Settings
 from .urlfetch import Fetcher, UrlPolicy
@@ -35,6 +36,7 @@ class ServiceState:
     fetcher: Fetcher
     loader: ImageLoader
     budget: MemoryBudget  # host memory; CUDA devices' budgets are the pool's
+    ls_files: LabelStudioFiles
 
     @classmethod
     def build(cls, settings: Settings) -> ServiceState:
@@ -63,7 +65,10 @@ class ServiceState:
                              limits=Limits(max_pixels=settings.max_pixels,
                                            max_side=settings.max_side),
                              executor=executor, fetcher=fetcher)
-        return cls(settings, metrics, pool, warmup, executor, fetcher, loader, budget)
+        ls_key = settings.label_studio_api_key
+        ls_files = LabelStudioFiles(fetcher, settings.label_studio_url,
+                                    ls_key.get_secret_value() if ls_key else None)
+        return cls(settings, metrics, pool, warmup, executor, fetcher, loader, budget, ls_files)
 
     def start(self) -> None:
         self.pool.start()

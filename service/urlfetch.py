@@ -281,7 +281,8 @@ class Fetcher:
                         url = urljoin(url, resp.headers["location"])
                         continue
                     if resp.status_code != 200:
-                        raise FetchFailed(what, f"the server answered {resp.status_code}")
+                        raise FetchFailed(what, f"the server answered {resp.status_code}",
+                                          upstream_status=resp.status_code)
                     return await self._read(resp, what)
             except httpx.HTTPError as exc:
                 raise FetchFailed(what, f"{type(exc).__name__}: {exc}") from None

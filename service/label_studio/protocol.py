@@ -1,6 +1,7 @@
 """The Label Studio ML backend protocol's bodies: what ``/predict`` and ``/setup`` receive,
 the model version, and a task's prediction (regions as ``rectanglelabels`` in percent,
-the mask as ``brushlabels``), shaped as label-studio-ml-backend's ``label_studio_ml/api.py``."""
+the mask as ``brushlabels``), shaped as label-studio-ml-backend's ``label_studio_ml/api.py``,
+or why the task failed."""
 
 from __future__ import annotations
 
@@ -13,15 +14,19 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from core import PairResult, PipelineConfig, __version__
 
+from ..errors import ServiceProblem
+from ..problems import problem_body
 from .config import Target
 from .rle import mask_to_rle
 
-__all__ = ["MAX_TASKS", "LabelStudioTask", "PredictRequest", "SetupRequest", "model_version",
-           "prediction"]
+__all__ = ["MAX_TASKS", "REQUEST_FAILURES", "LabelStudioTask", "PredictRequest", "SetupRequest",
+           "failed_prediction", "model_version", "prediction"]
 
 #: tasks in one /predict request (each is computed in turn)
 MAX_TASKS = 100
 _CONFIG_LIMIT = 1_000_000  # characters of label_config
+#: statuses that fail the whole /predict request; any other problem fails only its task
+REQUEST_FAILURES = (499, 503, 504)
 
 
 class LabelStudioTask(BaseModel):
@@ -92,3 +97,15 @@ def prediction(result: PairResult, mask: np.ndarray | None, targets: list[Target
                                   "brushlabels": [t.label]}})
     score = float(min(1.0, sum(r.score for r in regions)))
     return {"model_version": version, "score": score, "result": out}
+
+
+def failed_prediction(exc: ServiceProblem, task: LabelStudioTask, i: int, version: str
+                      ) -> dict[str, Any]:
+    """Task ``i``'s entry when it failed: no ``result`` (Label Studio then stores no
+    prediction, so the task can be retried, and logs the entry: ``ML backend returns an
+    incorrect prediction ... {'error': ...}``), the reason as ``error`` and the problem."""
+    detail = exc.detail if exc.detail.startswith("tasks/") else f"tasks/{i}: {exc.detail}"
+    error = f"task {task.id}: {detail}"
+    problem = problem_body(exc.status, exc.code, error, title=exc.title,
+                           **{"task": i, "task_id": task.id, **exc.extra})
+    return {"model_version": version, "task": task.id, "error": error, "problem": problem}

@@ -1,12 +1,14 @@
 """The Label Studio ML backend under ``/label-studio`` (``/health``, ``/setup``,
-``/predict``): give Label Studio ``http://HOST:PORT/label-studio`` as the backend URL.
-Task images are fetched by the service's URL fetcher, under its URL policy; each task is
-computed in turn on the worker pool, under one admission."""
+``/predict``, ``/webhook``): give Label Studio ``http://HOST:PORT/label-studio`` as the
+backend URL. Task images are fetched through :class:`service.label_studio.files.LabelStudioFiles`
+(the URL fetcher, under its URL policy); each task is computed in turn on the worker pool,
+under one admission; a task that fails does so alone, in its entry of the answer."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 import numpy as np
@@ -25,13 +27,15 @@ from ..errors import ServiceProblem
 from ..forms import read_json
 from ..label_studio.config import Target, parse_label_config
 from ..label_studio.protocol import (
+    REQUEST_FAILURES,
     LabelStudioTask,
     PredictRequest,
     SetupRequest,
+    failed_prediction,
     model_version,
     prediction,
 )
-from ..label_studio.urls import resolve_task_url, task_field_problem
+from ..label_studio.urls import task_field_problem
 from ..lifecycle import Exchange
 from ..state import ServiceState
 from ..workers import cancel_check
@@ -39,6 +43,7 @@ from ..workers import cancel_check
 __all__ = ["compute", "router"]
 
 router = APIRouter(prefix="/label-studio", tags=["label-studio"])
+log = logging.getLogger("service")
 
 
 def compute(config: PipelineConfig, ref: np.ndarray, cand: np.ndarray, mask: bool,
@@ -66,10 +71,7 @@ async def task_image(state: ServiceState, task: LabelStudioTask, i: int, field: 
         loop = asyncio.get_running_loop()
         data = await loop.run_in_executor(state.executor, state.loader.unbase64, value, what)
         return await state.loader.decode(data, what)
-    s = state.settings
-    key = s.label_studio_api_key.get_secret_value() if s.label_studio_api_key else None
-    url, headers = resolve_task_url(value, task.id, s.label_studio_url, key, what)
-    return await state.loader.decode(await state.fetcher.fetch(url, what, headers), what)
+    return await state.loader.decode(await state.ls_files.fetch(value, task.id, what), what)
 
 
 async def predict_task(exchange: Exchange, task: LabelStudioTask, i: int,
@@ -162,10 +164,37 @@ async def predict(request: Request, state: StateDep) -> Response:
         results = []
         for i, task in enumerate(req.tasks):
             await exchange.ensure_connected()
-            results.append(await predict_task(exchange, task, i, targets, config, version))
+            try:
+                results.append(await predict_task(exchange, task, i, targets, config,
+                                                  version))
+            except ServiceProblem as exc:
+                if exc.status in REQUEST_FAILURES:
+                    raise
+                failed = failed_prediction(exc, task, i, version)
+                log.warning("label-studio predict: %s [%s, %s]", failed["error"], exc.status,
+                            exc.code)
+                results.append(failed)
         body = await exchange.offload(_json_bytes, {"results": results,
                                                     "model_version": version})
     return Response(body, media_type="application/json")
+
+
+@router.post("/webhook", summary="Label Studio webhook events (ignored)",
+             responses={200: {"description": "The event was received; it is ignored (the "
+                              "backend does not train)", "content": {"application/json": {
+                                  "schema": _OBJECT, "example": {"status": "ignored"}}}}})
+async def webhook(request: Request) -> JSONResponse:
+    """Label Studio posts project events to ``<backend URL>/webhook`` (it creates that
+    webhook when the backend is connected, without the backend's credentials); they are
+    answered 200 and logged at debug level."""
+    if log.isEnabledFor(logging.DEBUG):
+        body = await request.body()
+        try:
+            action = json.loads(body).get("action")
+        except (ValueError, AttributeError, RecursionError):
+            action = None
+        log.debug("label-studio webhook event %r ignored (%d bytes)", action, len(body))
+    return JSONResponse({"status": "ignored"})
 
 
 def _json_bytes(obj: Any) -> bytes:

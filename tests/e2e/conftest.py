@@ -143,3 +143,23 @@ def site(photo_png) -> Iterator[Site]:
     s = Site({f"/{k}.png": v for k, v in photo_png.items()})
     yield s
     s.close()
+
+
+@pytest.fixture(scope="session")
+def label_studio_real(tmp_path_factory: pytest.TempPathFactory):
+    """A real Label Studio server (PyPI ``label-studio`` in its own cached venv, see
+    tests/e2e/label_studio_install.py); skipped only when the install is impossible."""
+    from tests.e2e.label_studio_install import InstallError, ensure_label_studio
+    from tests.e2e.label_studio_server import LabelStudio
+
+    try:
+        venv = ensure_label_studio()
+    except InstallError as exc:
+        pytest.skip(f"label-studio cannot be installed here, so the real-server tests do not "
+                    f"run: {exc}")
+    server = LabelStudio(venv, tmp_path_factory.mktemp("label-studio"))
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()

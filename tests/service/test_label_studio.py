@@ -355,8 +355,12 @@ def test_inline_data_url(client, photos):
      "shape-mismatch", None),
 ])
 def test_bad_tasks_are_named_problems(client, data, status, code, pointer):
-    r = client.post("/label-studio/predict", json=predict_body([ls_task(**data)]))
-    body = assert_problem(r, status, code)
+    """A bad task fails alone: its entry has no ``result`` (Label Studio stores nothing for
+    it) but the reason; the good task of the same batch still gets its boxes."""
+    good = ls_task(8, reference="/data/upload/1/ref.png", candidate="/data/upload/1/cand.png")
+    r = client.post("/label-studio/predict", json=predict_body([ls_task(**data), good]))
+    body = task_problem(r, 0, status, code)
+    assert r.json()["results"][1]["result"]
     if pointer:
         assert body["errors"][0]["pointer"] == pointer
     else:
@@ -378,14 +382,28 @@ def test_bad_bodies(client):
                    422, "validation-error")
 
 
+def task_problem(r, i: int, status: int, code: str) -> dict:
+    """Task ``i`` of a 200 /predict answer failed with this problem; return the problem."""
+    assert r.status_code == 200, r.text
+    entry = r.json()["results"][i]
+    assert "result" not in entry, entry
+    problem = entry["problem"]
+    assert (problem["status"], problem["code"]) == (status, code), problem
+    assert problem["type"] == "urn:difference-finder:problem:" + code
+    assert entry["error"] == problem["detail"] and entry["error"].startswith(
+        f"task {entry['task']}: tasks/{i}")
+    return problem
+
+
 def test_wrong_token_is_reported(label_studio, photos):
     settings = Settings(devices=["cpu"], cpu_workers=1, allow_private_urls=True,
                         label_studio_url=label_studio.base, label_studio_api_key="wrong")
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         r = c.post("/label-studio/predict", json=predict_body(
             [ls_task(reference="/data/upload/1/ref.png", candidate="/data/upload/1/cand.png")]))
-    body = assert_problem(r, 422, "url-fetch-failed")
-    assert "401" in body["detail"]
+    body = task_problem(r, 0, 422, "url-fetch-failed")
+    assert "401" in body["detail"] and body["upstream_status"] == 401
+    assert "refused the token" in body["detail"] and "wrong" not in body["detail"]
 
 
 def test_the_url_policy_still_applies(label_studio):
@@ -395,19 +413,42 @@ def test_the_url_policy_still_applies(label_studio):
                         label_studio_api_key=TOKEN)
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         task = ls_task(reference="/data/upload/1/ref.png", candidate="/data/upload/1/cand.png")
-        assert_problem(c.post("/label-studio/predict", json=predict_body([task])), 422,
-                       "url-refused")
+        task_problem(c.post("/label-studio/predict", json=predict_body([task])), 0, 422,
+                     "url-refused")
         task = ls_task(reference="http://169.254.169.254/latest/meta-data/x.png",
                        candidate="/data/upload/1/cand.png")
-        assert_problem(c.post("/label-studio/predict", json=predict_body([task])), 422,
-                       "url-refused")
+        task_problem(c.post("/label-studio/predict", json=predict_body([task])), 0, 422,
+                     "url-refused")
     # a Label Studio path with no Label Studio configured is a clear 422
     settings = Settings(devices=["cpu"], cpu_workers=1, label_studio_url=None)
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         task = ls_task(reference="/data/upload/1/ref.png", candidate="/data/upload/1/cand.png")
         r = c.post("/label-studio/predict", json=predict_body([task]))
-        assert "LABEL_STUDIO_URL" in assert_problem(r, 422, "validation-error")["detail"]
+        assert "LABEL_STUDIO_URL" in task_problem(r, 0, 422, "validation-error")["detail"]
     assert label_studio.hits == []
+
+
+def test_api_keys_with_basic_auth_under_label_studio_only_and_the_webhook_open():
+    """With DF_API_KEYS, /label-studio/* takes Basic auth with a key as the password (any
+    user); other paths Bearer only; /label-studio/webhook needs nothing."""
+    settings = Settings(devices=["cpu"], cpu_workers=1, api_keys=["key-one", "key-two"])
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        assert c.get("/label-studio/health", auth=("label-studio", "key-two")).status_code == 200
+        assert c.get("/label-studio/health", auth=("", "key-one")).status_code == 200
+        assert c.get("/label-studio/health",
+                     headers={"Authorization": "Bearer key-one"}).status_code == 200
+        r = c.get("/label-studio/health", auth=("label-studio", "wrong"))
+        body = assert_problem(r, 401, "unauthorized")
+        assert "Basic auth" in body["detail"]
+        assert 'Basic realm="difference-finder"' in r.headers["www-authenticate"]
+        for bad in ("Basic !!!", "Basic " + base64.b64encode(b"no-colon").decode()):
+            assert c.get("/label-studio/health",
+                         headers={"Authorization": bad}).status_code == 401
+        r = c.get("/v1/capabilities", auth=("label-studio", "key-two"))
+        assert "Basic" not in assert_problem(r, 401, "unauthorized")["detail"]
+        assert "Basic" not in r.headers["www-authenticate"]
+        r = c.post("/label-studio/webhook", json={"action": "TASKS_CREATED"})
+        assert r.status_code == 200 and r.json() == {"status": "ignored"}
 
 
 # --- the label config ------------------------------------------------------------------------

@@ -39,10 +39,11 @@ PUBLIC = {
         'comparison_bytes', 'encode', 'map_payload', 'negotiate', 'regions_json'
     },
     "service.errors": {
-        'ClientDisconnected', 'DeadlineExceeded', 'FetchFailed', 'MalformedJson', 'NotAcceptable',
-        'NotAnImage', 'NotFound', 'NotReady', 'OutOfMemory', 'PayloadTooLarge', 'QueueFull',
-        'ServiceProblem', 'TITLES', 'Unauthorized', 'UnsupportedMediaType', 'UrlRefused',
-        'ValidationProblem', 'MemoryFull', 'OverMemoryBudget', 'WaitTooLong'
+        'ClientDisconnected', 'DeadlineExceeded', 'FetchFailed', 'LabelStudioAuthFailed',
+        'MalformedJson', 'MemoryFull', 'NotAcceptable', 'NotAnImage', 'NotFound', 'NotReady',
+        'OutOfMemory', 'OverMemoryBudget', 'PayloadTooLarge', 'QueueFull', 'ServiceProblem',
+        'TITLES', 'Unauthorized', 'UnsupportedMediaType', 'UrlRefused', 'ValidationProblem',
+        'WaitTooLong'
     },
     "service.forms": {
         'FileField', 'JSON', 'MULTIPART', 'MultipartForm', 'PART_LIMIT', 'TextField', 'Upload',
@@ -51,22 +52,30 @@ PUBLIC = {
     },
     "service.images": {'ImageLoader'},
     "service.label_studio": {
-        'DEFAULT_LABEL', 'MAX_TASKS', 'PredictRequest', 'SetupRequest', 'Target', 'encode_rle',
-        'mask_to_rle', 'model_version', 'parse_label_config', 'prediction', 'resolve_task_url'
+        'DEFAULT_LABEL', 'LabelStudioAuth', 'LabelStudioFiles', 'MAX_TASKS', 'PredictRequest',
+        'SetupRequest', 'Target', 'encode_rle', 'failed_prediction', 'jwt_claims', 'mask_to_rle',
+        'model_version', 'parse_label_config', 'prediction', 'presign_url', 'resolve_task_url',
+        'task_url'
     },
+    "service.label_studio.auth": {'LabelStudioAuth', 'jwt_claims'},
     "service.label_studio.config": {'DEFAULT_LABEL', 'KINDS', 'Target', 'parse_label_config'},
+    "service.label_studio.files": {'ACCEPT', 'LabelStudioFiles'},
     "service.label_studio.protocol": {
-        'LabelStudioTask', 'MAX_TASKS', 'PredictRequest', 'SetupRequest', 'model_version',
-        'prediction'
+        'LabelStudioTask', 'MAX_TASKS', 'PredictRequest', 'REQUEST_FAILURES', 'SetupRequest',
+        'failed_prediction', 'model_version', 'prediction'
     },
     "service.label_studio.rle": {'encode_rle', 'mask_to_rle'},
-    "service.label_studio.urls": {'resolve_task_url', 'task_field_problem'},
+    "service.label_studio.urls": {
+        'CLOUD_SCHEMES', 'presign_url', 'public_url', 'resolve_task_url', 'same_origin',
+        'task_field_problem', 'task_url'
+    },
     "service.lifecycle": {'Exchange', 'Work', 'respond', 'server_timing'},
     "service.middleware": {'ApiKeyMiddleware', 'BodyLimitMiddleware'},
     "service.openapi": {'main', 'render'},
     "service.problems": {
         'FieldError', 'PROBLEM_MEDIA_TYPE', 'Problem', 'TYPE_PREFIX', 'field_errors',
-        'install_handlers', 'pointer', 'problem_response', 'render', 'validation_error'
+        'install_handlers', 'pointer', 'problem_body', 'problem_response', 'render',
+        'validation_error'
     },
     "service.prometheus": {'CONTENT_TYPE_LATEST', 'Metrics', 'MetricsMiddleware'},
     "service.routes.compare": {'CompareJob', 'default_labels', 'router'},
