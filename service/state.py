@@ -53,7 +53,8 @@ class ServiceState:
                           for d in dict.fromkeys(devices) if d.type == "cuda"}
         pool = WorkerPool(devices, settings.queue_size, metrics=metrics,
                           request_timeout=settings.request_timeout,
-                          cpu_threads=settings.cpu_threads(cpu_workers), warmup=warmup,
+                          cpu_threads=settings.cpu_threads(cpu_workers),
+                          nice=settings.worker_nice, warmup=warmup,
                           device_budgets=device_budgets)
         executor = ThreadPoolExecutor(settings.io_pool_size, thread_name_prefix="df-io")
         fetcher = Fetcher(UrlPolicy(allow_private=settings.allow_private_urls,

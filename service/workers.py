@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import queue
 import statistics
 import threading
@@ -105,6 +106,19 @@ class Job(Generic[T]):
             self.loop.call_soon_threadsafe(_set)
 
 
+def lower_priority(increment: int) -> None:
+    """Lower this thread's CPU priority by ``increment`` (Linux: nice is per thread, and
+    threads it starts inherit it), so the event loop wins the CPU from compute."""
+    if increment <= 0 or not hasattr(os, "setpriority"):
+        return
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid)
+                                                 + increment))
+    except OSError as exc:  # e.g. a sandbox that forbids it: compute still runs
+        log.warning("could not lower the worker's priority: %s", exc)
+
+
 class Worker:
     """A thread owning one device; runs jobs from its own queue in order."""
 
@@ -126,6 +140,7 @@ class Worker:
 
     def _configure(self) -> None:
         if self.device.type == "cpu":
+            lower_priority(self.pool.nice)  # before torch starts its threads: they inherit it
             torch.set_num_threads(self.pool.cpu_threads)
         elif self.device.type == "cuda":
             torch.cuda.set_device(self.device)
@@ -227,7 +242,7 @@ class WorkerPool:
     """Worker threads (one per device), admission control and least-loaded dispatch."""
 
     def __init__(self, devices: list[torch.device], queue_size: int, *, metrics: Metrics,
-                 request_timeout: float, cpu_threads: int = 1,
+                 request_timeout: float, cpu_threads: int = 1, nice: int = 0,
                  warmup: Callable[[torch.device], None] | None = None,
                  device_budgets: dict[str, MemoryBudget] | None = None) -> None:
         if not devices:
@@ -236,6 +251,7 @@ class WorkerPool:
         self.queue_size = queue_size
         self.request_timeout = request_timeout
         self.cpu_threads = cpu_threads
+        self.nice = nice
         self.warmup = warmup
         self.lock = threading.Lock()
         self.workers = [Worker(self, d, i) for i, d in enumerate(devices)]

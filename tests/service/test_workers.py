@@ -4,6 +4,7 @@ of departed clients, error isolation, warm-up gating, shutdown."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 
@@ -250,6 +251,22 @@ def test_cpu_workers_use_the_configured_thread_count():
     try:
         n = asyncio.run(pool.run(lambda d: torch.get_num_threads(), deadline=soon()))
         assert n == 1
+    finally:
+        pool.shutdown(5)
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="per-thread nice is Linux's")
+def test_cpu_workers_run_below_the_event_loop_priority():
+    """Compute threads yield the CPU to the event loop (health checks, refusals)."""
+    loop_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    pool = WorkerPool([CPU], 1, metrics=Metrics(), request_timeout=5, nice=5)
+    pool.start()
+    try:
+        worker_nice = asyncio.run(pool.run(
+            lambda d: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()),
+            deadline=soon()))
+        assert worker_nice == min(19, loop_nice + 5)
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == loop_nice
     finally:
         pool.shutdown(5)
 
