@@ -56,7 +56,7 @@ async def prepare(request: Request, state: ServiceState) -> Prepared:
 
 def _encode(_: str, prepared: Prepared, result: PairResult, *__: Any) -> bytes:
     """As Starlette's JSONResponse renders it."""
-    return json.dumps(detections(result, prepared[0].threshold), ensure_ascii=False,
+    return json.dumps(detections(result, prepared[0].threshold, prepared[1].regions), ensure_ascii=False,
                       allow_nan=False, indent=None, separators=(",", ":")).encode("utf-8")
 
 
