@@ -19,13 +19,13 @@ if TYPE_CHECKING:  # the pipeline model imports regions, which imports this modu
     from .config import PipelineConfig
 
 __all__ = [
+    "NO_DIFFERENCE",
     "CandidateResult",
     "Comparison",
     "Improvement",
     "PairResult",
     "Region",
     "finite_or_none",
-    "NO_DIFFERENCE",
     "finite_values",
     "regions_summary",
     "regions_to_dicts",

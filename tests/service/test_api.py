@@ -19,7 +19,7 @@ with warnings.catch_warnings():  # starlette's note about httpx in its TestClien
     from fastapi.testclient import TestClient
 
 from core import METRICS, POST_PROCESSORS, PRE_PROCESSORS, STRATEGIES, Finder
-from core.render import RenderConfig, heatmap
+from core.render import RenderConfig, heatmap, lut
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import assert_problem, b64, png, wait_ready
@@ -141,6 +141,13 @@ def test_identical_pair_says_no_significant_difference(client, pair_png):
     body = post_files(client, pair_png[0], pair_png[0]).json()
     assert body["regions"] == []
     assert body["summary"] == "no significant difference found"
+    # the default PNG heatmap is in fixed units: such a pair looks empty, an edit does not
+    first = lut(body["config"]["render"]["colormap"])[0]
+    same = post_files(client, pair_png[0], pair_png[0], accept="image/png")
+    assert (np.asarray(Image.open(io.BytesIO(same.content)).convert("RGB")) == first).all()
+    edited = post_files(client, *pair_png, accept="image/png")
+    assert not (np.asarray(Image.open(io.BytesIO(edited.content)).convert("RGB"))
+                == first).all()
 
 
 def test_map_and_regions_against_numpy(client, pair, pair_png):

@@ -29,7 +29,6 @@ from service.app import create_app
 from service.settings import Settings
 from tests.conftest import assert_problem, b64, png, wait_ready
 
-
 #: the raw difference pipeline, where a uniformly noisier candidate has a larger map
 RAW = {"strategy": "difference", "post_processor": [{"name": "smooth", "sigma": 2.0}]}
 
