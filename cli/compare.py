@@ -80,6 +80,7 @@ def score_table(comparison: Comparison) -> str:
              for r in rows]
     reasons = {name: why for c in comparison.candidates for name, why in c.skipped.items()}
     lines += [f"no {name}: {why}" for name, why in reasons.items()]
+    lines += [f"{c.label}: {c.summary}" for c in comparison.candidates]
     for i in comparison.improvement:
         lines.append(f"{i.label} vs {comparison.baseline}: better on "
                      f"{i.improved_fraction:.1%} of pixels, worse on {i.worsened_fraction:.1%}")
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     figure.write_bytes(figure_bytes(comparison, args.format, args.dpi, **options))
     names = file_names(comparison.labels)
     vmin, vmax = comparison.scale
-    shared = RenderConfig(colormap=cfg.render.colormap, vmin=vmin, vmax=vmax)
+    shared = cfg.render.with_range(vmin, vmax)  # the pipeline's scale and unit label
     for c, name in zip(comparison.candidates, names, strict=True):
         (out / "maps" / f"{name}.png").write_bytes(heatmap_png(c.map, shared))
     if comparison.improvement:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from core.render import RenderConfig
 
 __all__ = ["HEATMAP_COMPRESS_LEVEL", "RENDER_THREADS", "add_parser", "input_paths",
-           "pair_record", "print_payload", "run", "write_heatmap"]
+           "pair_record", "parse_metrics", "print_payload", "run", "write_heatmap"]
 
 #: threads drawing heatmaps of a directory run
 RENDER_THREADS = max(1, min(4, os.cpu_count() or 1))
@@ -35,9 +35,27 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print metrics and regions as JSON")
     p.add_argument("--server", help="send the work to a running service at this URL")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--metrics", type=parse_metrics, default="auto", metavar="NAMES",
+                   help="scores to compute: comma-separated metric names (e.g. ssim,psnr), "
+                   "'none', or 'auto' (the default: the configured metric when it is cheap or "
+                   "the strategy computes it anyway, else mse and psnr)")
     add_pipeline_arguments(p)
     p.set_defaults(func=run)
     return p
+
+
+def parse_metrics(text: str) -> str | bool | list[str]:
+    """``--metrics``: ``auto``, ``none`` or comma-separated metric names (checked against
+    the registry when the pipeline is built, so ``--help`` imports nothing heavy)."""
+    value = text.strip()
+    if value.lower() in ("auto", ""):
+        return "auto"
+    if value.lower() == "none":
+        return False
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected metric names, 'auto' or 'none', got {text!r}")
+    return names
 
 
 def input_paths(args: argparse.Namespace) -> tuple[Path, Path, bool]:
@@ -67,9 +85,13 @@ def pair_record(reference: Path, candidate: Path, result: dict[str, Any]) -> dic
 
 
 def print_payload(args: argparse.Namespace, payload: dict[str, Any]) -> None:
-    """Print the JSON when asked, or when no heatmap file was asked for."""
+    """Print the JSON when asked, or when no heatmap file was asked for; else one line per
+    pair saying what was found ("a.png vs b.png: no significant difference found")."""
     if args.json or not args.output:
         print(json.dumps(payload, indent=2))
+        return
+    for record in payload.get("pairs", [payload]):
+        print(f"{record['reference']} vs {record['candidate']}: {record['summary']}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     finder = Finder.from_config(cfg, device=args.device)
+    metrics = finder.score_names(args.metrics)  # unknown names fail before any work
     a, b, directories = input_paths(args)
     if directories:
         from tqdm import tqdm
@@ -95,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
             written = []
             for ra, rb in tqdm(pair_directories(a, b), desc="pairs", unit="pair",
                                file=sys.stderr, disable=args.quiet):
-                res = finder.analyze(ra, rb)[0]
+                res = finder.analyze(ra, rb, metrics=metrics)[0]
                 if out_dir is not None:
                     written.append(pool.submit(write_heatmap, out_dir / f"{ra.stem}.png",
                                                res.map, cfg.render))
@@ -104,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
                 job.result()  # a failed write raises here
         payload: dict[str, Any] = {"config": cfg.model_dump(), "pairs": records}
     else:
-        res = finder.analyze(a, b)[0]
+        res = finder.analyze(a, b, metrics=metrics)[0]
         if args.output:
             write_heatmap(Path(args.output), res.map, cfg.render)
         payload = {"config": cfg.model_dump(), **pair_record(a, b, res.to_dict())}

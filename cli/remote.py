@@ -21,7 +21,8 @@ __all__ = ["remote_diff", "result_fields"]
 def result_fields(result: DiffResult) -> dict[str, Any]:
     """A service answer's fields in the order a local diff prints them (no map)."""
     return {"shape": list(result.map.shape), "metrics": result.metrics,
-            "regions": result.regions, "timing_ms": result.timing_ms}
+            "regions": result.regions, "summary": result.summary,
+            "timing_ms": result.timing_ms}
 
 
 def remote_diff(args: argparse.Namespace) -> int:
@@ -36,7 +37,8 @@ def remote_diff(args: argparse.Namespace) -> int:
             if directories:
                 pairs = pair_directories(a, b)
                 out_dir = Path(args.output) if args.output else None
-                results = client.diff_many(pairs, cfg, progress=not args.quiet)
+                results = client.diff_many(pairs, cfg, progress=not args.quiet,
+                                           metrics=args.metrics)
                 records = []
                 for (ra, rb), res in zip(pairs, results, strict=True):
                     if out_dir is not None:
@@ -45,7 +47,7 @@ def remote_diff(args: argparse.Namespace) -> int:
                 config = results[0].config if results else cfg.model_dump(mode="json")
                 payload: dict[str, Any] = {"config": config, "pairs": records}
             else:
-                res = client.diff(a, b, cfg)
+                res = client.diff(a, b, cfg, metrics=args.metrics)
                 if args.output:
                     write_heatmap(Path(args.output), res.map, cfg.render)
                 payload = {"config": res.config, **pair_record(a, b, result_fields(res))}

@@ -25,7 +25,7 @@ from .errors import ConfigError
 from .formats import FIGURE_FORMATS
 from .numeric import channel_plane, gaussian_blur
 from .regions import RegionsConfig, find_regions
-from .render import DIVERGING, colorbar, colorize, load_font, lut, to_png
+from .render import DIVERGING, colorbar, colorize, load_font, lut, tick_marks, to_png
 from .results import Comparison
 
 __all__ = [
@@ -90,6 +90,7 @@ class Bar:
     vmax: float
     label: str | None
     raster: Image.Image  # core.render.colorbar's drawing, used by raster output
+    scale: str = "linear"  # the colour scale (RenderConfig.scale): where the ticks sit
 
 
 @dataclass
@@ -172,14 +173,13 @@ def _svg_bar(svg: ET.Element, b: Bar) -> None:
     _svg_image(svg, b.x, b.y, strip, "colorbar", b.label or "")
     size = max(10, min(16, b.height // 25))
     text_w = 0.0
-    for i in range(_TICKS):
-        value = b.vmin + (b.vmax - b.vmin) * i / (_TICKS - 1)
-        y = b.y + round((b.height - 1) * (1 - i / (_TICKS - 1)))
+    for f, text in tick_marks(b.vmin, b.vmax, b.scale, _TICKS):
+        y = b.y + round((b.height - 1) * (1 - f))
         ET.SubElement(svg, "line", {"x1": str(b.x + _BAR_W), "x2": str(b.x + _BAR_W + 4),
                                     "y1": str(y), "y2": str(y), "stroke": "black"})
         ty = min(max(y - size // 2, b.y), b.y + b.height - size - 1)
-        _svg_text(svg, b.x + _BAR_W + 6, ty, f"{value:.3g}", size)
-        text_w = max(text_w, load_font(size).getlength(f"{value:.3g}"))
+        _svg_text(svg, b.x + _BAR_W + 6, ty, text, size)
+        text_w = max(text_w, load_font(size).getlength(text))
     if b.label:
         cx = b.x + _BAR_W + 6 + text_w + 6 + size / 2
         cy = b.y + b.height / 2
@@ -332,16 +332,17 @@ def layout_figure(
                 layout.boxes.append(Box(x, y, side, side, BOX_COLOURS[b], line))
         y += side + gap
     vmin, vmax = comparison.scale
+    scale = comparison.config.render.scale  # sqrt for a significance map: weak spots show
     bar_x = cols[-1] + pw + gap
     layout.texts += _note(cols[0] + pw // 2, y + ph // 2, [
         "difference maps", _map_label(comparison), "one shared scale"], small)
     for j, c in enumerate(comparison.candidates, start=1):
-        heat = Image.fromarray(colorize(c.map, cmap, vmin, vmax))
+        heat = Image.fromarray(colorize(c.map, cmap, vmin, vmax, scale))
         layout.panels.append(Panel(cols[j], y, _resized(heat, pw, ph), "panel", f"{c.label} map"))
         layout.boxes += _panel_boxes(boxes, cols[j], y, k, line)
     label = _map_label(comparison)
     layout.bars.append(Bar(bar_x, y, ph, cmap, vmin, vmax, label,
-                           colorbar(ph, cmap, vmin, vmax, label)))
+                           colorbar(ph, cmap, vmin, vmax, label, scale=scale), scale))
     right = bar_x + layout.bars[-1].raster.width
     y += ph + gap
     if comparison.baseline is not None and comparison.improvement:

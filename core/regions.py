@@ -21,7 +21,8 @@ from scipy import ndimage
 from .numeric import channel_plane, label_components, otsu_threshold
 from .results import Region
 
-__all__ = ["Region", "RegionsConfig", "find_regions", "hysteresis_components", "region_mask"]
+__all__ = ["Region", "RegionsConfig", "confidence", "find_regions", "hysteresis_components",
+           "region_mask"]
 
 
 class RegionsConfig(BaseModel):
@@ -124,6 +125,19 @@ def find_regions(m: np.ndarray, cfg: RegionsConfig | None = None) -> list[Region
             significance=float(peak[k]) if hysteresis else None,
         ))
     return out
+
+
+def confidence(region: Region, cfg: RegionsConfig | None = None) -> float:
+    """A region's 0-1 confidence for annotation tools (CVAT, Label Studio).
+
+    A hysteresis region: ``significance / (significance + high)``, monotone in how far it
+    stands out: 0.5 at the core threshold ``high``, 0.75 at three times it, so the ranking
+    (by significance) and a confidence cut agree. Other regions: their ``score`` (share of
+    the map's total difference)."""
+    if region.significance is None:
+        return region.score
+    high = (cfg or RegionsConfig()).high
+    return region.significance / (region.significance + high) if high > 0 else 1.0
 
 
 def region_mask(m: np.ndarray, cfg: RegionsConfig | None = None) -> np.ndarray:

@@ -31,6 +31,7 @@ __all__ = [
     "lut",
     "nice_ticks",
     "overlay",
+    "tick_marks",
     "to_png",
     "value_range",
 ]
@@ -86,6 +87,15 @@ class RenderConfig(BaseModel):
             return _check_colormap(v)
         except ConfigError as exc:
             raise ValueError(exc.message) from None
+
+    def with_range(self, vmin: float, vmax: float, colormap: str | None = None) -> RenderConfig:
+        """The same drawing (scale, label, colorbar) on a fixed range, e.g. one shared by
+        several maps; ``colormap`` replaces the colormap when given."""
+        update: dict[str, object] = {"vmin": vmin, "vmax": vmax, "percentile": None,
+                                     "symmetric": False}
+        if colormap is not None:
+            update["colormap"] = colormap
+        return self.model_copy(update=update)
 
 
 def value_range(
@@ -152,6 +162,17 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return ([lo] if out[0] - lo > step / 2 else []) + out  # the scale's start, when far
 
 
+def tick_marks(vmin: float, vmax: float, scale: str = "linear",
+               ticks: int = 5) -> list[tuple[float, str]]:
+    """A colorbar's ticks as (position 0-1 from its start, text): ``ticks`` evenly spaced
+    on a linear scale; round values at their colour positions on a sqrt scale."""
+    if scale != "linear":
+        values = nice_ticks(vmin, vmax, ticks)
+        return [(float(_position(np.float64(v), vmin, vmax, scale)), f"{v:g}") for v in values]
+    where = [i / (ticks - 1) for i in range(ticks)]
+    return [(f, _fmt(vmin + (vmax - vmin) * f)) for f in where]
+
+
 def colorbar(height: int, colormap: str, vmin: float, vmax: float, label: str | None = None,
              ticks: int = 5, width: int = 18, scale: str = "linear") -> Image.Image:
     """A vertical colorbar with ``ticks`` labelled ticks, as an RGB image.
@@ -161,13 +182,9 @@ def colorbar(height: int, colormap: str, vmin: float, vmax: float, label: str | 
     font = load_font(font_size)
     grad = np.linspace(1.0, 0.0, max(height, 2))[:, None].repeat(width, 1)
     bar = Image.fromarray(lut(colormap)[(grad * 255 + 0.5).astype(np.uint8)])
-    if scale != "linear":
-        values = nice_ticks(vmin, vmax, ticks)
-        where = [float(_position(np.float64(v), vmin, vmax, scale)) for v in values]
-        texts = [f"{v:g}" for v in values]
-    else:
-        where = [i / (ticks - 1) for i in range(ticks)]
-        texts = [_fmt(vmin + (vmax - vmin) * f) for f in where]
+    marks = tick_marks(vmin, vmax, scale, ticks)
+    where = [f for f, _ in marks]
+    texts = [t for _, t in marks]
     text_w = max(int(font.getlength(t)) for t in texts) + 6
     label_w = font_size + 8 if label else 0
     out = Image.new("RGB", (width + 6 + text_w + label_w, height), "white")

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # the pipeline model imports regions, which imports this modu
     from .config import PipelineConfig
 
 __all__ = [
+    "NO_DIFFERENCE",
     "CandidateResult",
     "Comparison",
     "Improvement",
@@ -26,6 +27,7 @@ __all__ = [
     "Region",
     "finite_or_none",
     "finite_values",
+    "regions_summary",
     "regions_to_dicts",
 ]
 
@@ -79,6 +81,21 @@ def regions_to_dicts(regions: list[Region]) -> list[dict[str, Any]]:
     return [r.to_dict() for r in regions]
 
 
+#: what a result says when no region is reported
+NO_DIFFERENCE = "no significant difference found"
+
+
+def regions_summary(regions: list[Region]) -> str:
+    """One plain sentence about the regions: :data:`NO_DIFFERENCE` when there are none,
+    else their count ("2 significant regions"; "3 regions" when they carry no significance,
+    as percentile, Otsu and top-k regions do)."""
+    if not regions:
+        return NO_DIFFERENCE
+    n = len(regions)
+    kind = "significant " if all(r.significance is not None for r in regions) else ""
+    return f"{n} {kind}region{'s' if n != 1 else ''}"
+
+
 @dataclass
 class PairResult:
     """Everything computed for one image pair."""
@@ -88,12 +105,19 @@ class PairResult:
     regions: list[Region] = field(default_factory=list)
     timing_ms: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def summary(self) -> str:
+        """:func:`regions_summary` of the regions ("no significant difference found")."""
+        return regions_summary(self.regions)
+
     def to_dict(self, *, timing_digits: int = 2) -> dict[str, Any]:
-        """``shape``, ``metrics``, ``regions`` and ``timing_ms`` (rounded), without the map."""
+        """``shape``, ``metrics``, ``regions``, ``summary`` and ``timing_ms`` (rounded),
+        without the map."""
         return {
             "shape": list(self.map.shape),
             "metrics": finite_values(self.metrics),
             "regions": regions_to_dicts(self.regions),
+            "summary": self.summary,
             "timing_ms": {k: round(v, timing_digits) for k, v in self.timing_ms.items()},
         }
 
@@ -109,14 +133,21 @@ class CandidateResult:
     regions: list[Region]
     image: np.ndarray  # uint8 (H, W, 3) display copy, aligned to the reference
 
+    @property
+    def summary(self) -> str:
+        """:func:`regions_summary` of the regions ("no significant difference found")."""
+        return regions_summary(self.regions)
+
     def to_dict(self) -> dict[str, Any]:
-        """``label``, ``shape``, ``metrics``, ``skipped`` and ``regions``, without the maps."""
+        """``label``, ``shape``, ``metrics``, ``skipped``, ``regions`` and ``summary``,
+        without the maps."""
         return {
             "label": self.label,
             "shape": list(self.map.shape),
             "metrics": finite_values(self.metrics),
             "skipped": self.skipped,
             "regions": regions_to_dicts(self.regions),
+            "summary": self.summary,
         }
 
 

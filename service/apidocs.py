@@ -108,10 +108,10 @@ DIFF_REQUEST: dict[str, Any] = {"requestBody": {"required": True, "content": {
         "examples": {
             "inline": {"summary": "both images inline as base64", "value": {
                 "reference": {"data": TINY_PNG_B64}, "candidate": {"data": TINY_PNG_B64}}},
-            "url": {"summary": "an image by URL, a pipeline", "value": {
+            "url": {"summary": "an image by URL, a pipeline, the scores wanted", "value": {
                 "reference": {"data": TINY_PNG_B64},
                 "candidate": {"url": "https://example.org/candidate.png"},
-                "config": EXAMPLE_CONFIG}},
+                "config": EXAMPLE_CONFIG, "metrics": ["ssim", "psnr"]}},
         },
     },
 }}}
@@ -126,8 +126,11 @@ DIFF_RESPONSES: dict[int | str, dict[str, Any]] = {
         "content": {
             "application/json": {"schema": _ref("DiffResponse"), "example": _DIFF_EXAMPLE},
             "image/png": {"schema": {"type": "string", "format": "binary"}, "examples": {
-                "heatmap": {"summary": "the map drawn with config.render.colormap over "
-                            "its value range (vmin/vmax/percentile), same size as the map",
+                "heatmap": {"summary": "the map drawn as config.render says: for the "
+                            "default significance map its fixed range in robust sigmas "
+                            "(render.vmin/vmax, sqrt scale), so a pair without difference "
+                            "looks empty; same "
+                            "size as the map (wider with render.colorbar)",
                             "value": "<PNG file>"}}},
             "application/x-npy": {"schema": {"type": "string", "format": "binary"},
                                   "examples": {"map": {

@@ -148,12 +148,13 @@ class DiffResult:
     regions: list[dict[str, Any]]
     config: dict[str, Any]
     timing_ms: dict[str, float] = field(default_factory=dict)
+    summary: str = ""  # "no significant difference found", "2 significant regions"
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> DiffResult:
         return cls(map=decode_map(body["map"]), metrics=body.get("metrics", {}),
                    regions=body.get("regions", []), config=body.get("config", {}),
-                   timing_ms=body.get("timing_ms", {}))
+                   timing_ms=body.get("timing_ms", {}), summary=body.get("summary", ""))
 
 
 @dataclass
@@ -260,18 +261,35 @@ def _config_dict(config: Any) -> dict[str, Any] | None:
     return dict(config)
 
 
-def _diff_request(reference: ImageInput, candidate: ImageInput, config: Any) -> dict[str, Any]:
+#: what ``metrics=`` of :meth:`Client.diff` takes: "auto", True, False or metric names
+Metrics = str | bool | Sequence[str] | None
+
+
+def _metrics_value(metrics: Metrics) -> Any:
+    """The request's ``metrics`` value (None: leave it out, the server's "auto")."""
+    if metrics is None or isinstance(metrics, (bool, str)):
+        return metrics
+    return list(metrics)
+
+
+def _diff_request(reference: ImageInput, candidate: ImageInput, config: Any,
+                  metrics: Metrics = None) -> dict[str, Any]:
     """httpx keyword arguments for one /v1/diff POST (multipart, or JSON when a URL is given)."""
     cfg = _config_dict(config)
+    scores = _metrics_value(metrics)
     if _is_url(reference) or _is_url(candidate):
         body: dict[str, Any] = {"reference": _json_image(reference, "reference"),
                                 "candidate": _json_image(candidate, "candidate")}
         if cfg is not None:
             body["config"] = cfg
+        if scores is not None:
+            body["metrics"] = scores
         return {"json": body}
     files = [("reference", _encode(reference, "reference")),
              ("candidate", _encode(candidate, "candidate"))]
     data = {"config": json.dumps(cfg)} if cfg is not None else {}
+    if scores is not None:
+        data["metrics"] = json.dumps(scores)
     return {"files": files, "data": data}
 
 
@@ -430,9 +448,10 @@ class _BaseClient:
     # the endpoint calls
 
     def _diff(self, reference: ImageInput, candidate: ImageInput, config: Any,
-              accept: str, parse: Callable[[httpx.Response], T]) -> _Call[T]:
-        return _Call("/v1/diff", accept, lambda: _diff_request(reference, candidate, config),
-                     parse)
+              accept: str, parse: Callable[[httpx.Response], T],
+              metrics: Metrics = None) -> _Call[T]:
+        return _Call("/v1/diff", accept,
+                     lambda: _diff_request(reference, candidate, config, metrics), parse)
 
     def _compare(self, reference: ImageInput, candidates: Sequence[ImageInput],
                  labels: Sequence[str] | None, baseline: str | None, config: Any,
@@ -521,9 +540,12 @@ class Client(_BaseClient):
     # endpoints
 
     def diff(self, reference: ImageInput, candidate: ImageInput,
-             config: Any = None) -> DiffResult:
-        """POST /v1/diff and return the map, metrics and regions."""
-        return self._send(self._diff(reference, candidate, config, "json", _diff_result))
+             config: Any = None, *, metrics: Metrics = None) -> DiffResult:
+        """POST /v1/diff and return the map, metrics and regions. ``metrics``: which
+        scores ("auto", the server's default; True: the configured metric; False: none; or
+        metric names)."""
+        return self._send(self._diff(reference, candidate, config, "json", _diff_result,
+                                     metrics))
 
     def diff_png(self, reference: ImageInput, candidate: ImageInput,
                  config: Any = None) -> bytes:
@@ -551,8 +573,8 @@ class Client(_BaseClient):
                                                config, format, dpi, insets))
 
     def diff_many(self, pairs: Iterable[tuple[ImageInput, ImageInput]], config: Any = None, *,
-                  concurrency: int = 4, progress: bool = True,
-                  return_exceptions: bool = False) -> list[DiffResult | ServiceError]:
+                  concurrency: int = 4, progress: bool = True, return_exceptions: bool = False,
+                  metrics: Metrics = None) -> list[DiffResult | ServiceError]:
         """Diff many pairs, at most ``concurrency`` in flight, results in input order.
 
         With ``return_exceptions`` a failed pair gives its :class:`ServiceError` in
@@ -563,7 +585,8 @@ class Client(_BaseClient):
         results: list[Any] = [None] * len(pairs)
         bar = _progress(len(pairs), progress, "diff")
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            futures = {pool.submit(self.diff, a, b, config): i for i, (a, b) in enumerate(pairs)}
+            futures = {pool.submit(self.diff, a, b, config, metrics=metrics): i
+                       for i, (a, b) in enumerate(pairs)}
             pending = set(futures)
             try:
                 while pending:

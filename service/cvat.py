@@ -5,10 +5,12 @@ comes from ``DF_CVAT_REFERENCE``.
 
 CVAT sends a detector ``{"image": <base64>, "threshold": <number>}`` (threshold only when
 set) and reads back ``[{"confidence", "label", "points": [xtl, ytl, xbr, ybr], "type"}]``,
-the shape of CVAT's own functions (serverless/*/nuclio/main.py). ``confidence`` is a region's
-score: its share of the whole difference map's total (0-1), a string as those functions send
-it; ``threshold`` keeps regions whose score is at least the threshold (default 0: every
-region the pipeline reports, strongest first).
+the shape of CVAT's own functions (serverless/*/nuclio/main.py). ``confidence`` is
+:func:`core.regions.confidence`, a string as those functions send it: for the default
+(hysteresis) regions ``significance / (significance + regions.high)``, 0.5 at the detection
+threshold and rising with how far the spot stands out; for percentile, Otsu or top-k regions
+their share of the map's total difference. ``threshold`` keeps regions whose confidence is at
+least the threshold (default 0: every region the pipeline reports, strongest first).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from core import Finder, PairResult, PipelineConfig
 from core.errors import DifferenceFinderError
 from core.images import Limits, decode_image
+from core.regions import RegionsConfig, confidence
 
 from .errors import MalformedJson, ServiceProblem, ValidationProblem
 from .forms import decode_json, validate
@@ -50,19 +53,22 @@ class DetectRequest(BaseModel):
     image: str = Field(min_length=1, description="base64 of the frame (the candidate)")
     reference: str = Field(min_length=1, description="base64 of the reference image")
     threshold: float | None = Field(None, ge=0.0, le=1.0, description="keep regions whose "
-                                    "confidence (share of the total difference) is at "
-                                    "least this; default 0")
+                                    "confidence is at least this (default 0); for the "
+                                    "default significance regions 0.5 is the detection "
+                                    "threshold and 0.75 three times it")
     config: PipelineConfig | None = Field(None, description="the pipeline; default: the "
                                           "server's DF_ANNOTATION_CONFIG")
 
 
-def detections(result: PairResult, threshold: float | None = None) -> list[dict[str, Any]]:
-    """CVAT shapes for a pair's regions, strongest first; ``points`` are the box's corners
-    in pixels (xbr/ybr are the far edges: a box over pixels 0..9 ends at 10)."""
-    keep = [r for r in result.regions if r.score >= (threshold or 0.0)]  # core ranks them
-    return [{"confidence": str(round(r.score, 4)), "label": LABEL,
+def detections(result: PairResult, threshold: float | None = None,
+               regions: RegionsConfig | None = None) -> list[dict[str, Any]]:
+    """CVAT shapes for a pair's regions, strongest first (core's ranking); ``points`` are
+    the box's corners in pixels (xbr/ybr are the far edges: a box over pixels 0..9 ends at
+    10); ``regions`` is the pipeline's regions config (its ``high`` scales confidence)."""
+    scored = [(r, confidence(r, regions)) for r in result.regions]
+    return [{"confidence": str(round(c, 4)), "label": LABEL,
              "points": [float(r.x), float(r.y), float(r.x + r.width), float(r.y + r.height)],
-             "type": "rectangle"} for r in keep]
+             "type": "rectangle"} for r, c in scored if c >= (threshold or 0.0)]
 
 
 #: what :func:`detections` gives, for the documentation
@@ -133,7 +139,8 @@ def handler(context: Any, event: Any) -> Any:
         finder = user.finder if req.config is None else Finder.from_config(
             req.config, user.finder.device)
         result = finder.analyze(reference, cand, metrics=False)[0]
-        return context.Response(body=json.dumps(detections(result, req.threshold)),
+        return context.Response(body=json.dumps(detections(result, req.threshold,
+                                                                finder.config.regions)),
                                 headers={}, content_type="application/json", status_code=200)
     except DifferenceFinderError as exc:
         return _problem(context, ServiceProblem.from_core(exc))

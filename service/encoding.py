@@ -142,6 +142,7 @@ def json_bytes(result: PairResult, config: PipelineConfig, timing_ms: dict[str, 
         "map": payload,
         "metrics": finite_values(result.metrics),
         "regions": regions,
+        "summary": result.summary,
         "config": config.model_dump(mode="json"),
         "timing_ms": {k: round(v, 3) for k, v in timing_ms.items()},
     }
@@ -168,9 +169,10 @@ def _data_url(img: Any) -> str:
 
 
 def _json_body(c: Comparison, heatmaps: bool) -> dict[str, Any]:
-    cmap = c.config.render.colormap
+    render = c.config.render
+    cmap = render.colormap
     vmin, vmax = c.scale
-    shared = RenderConfig(colormap=cmap, vmin=vmin, vmax=vmax)
+    shared = render.with_range(vmin, vmax).model_copy(update={"colorbar": False})
     body: dict[str, Any] = {
         "scale": {"vmin": vmin, "vmax": vmax},
         "metric": c.metric_key,
@@ -179,6 +181,7 @@ def _json_body(c: Comparison, heatmaps: bool) -> dict[str, Any]:
             "label": cand.label, "map": map_payload(cand.map),
             "metrics": finite_values(cand.metrics),
             "skipped": cand.skipped, "regions": regions_json(cand.regions),
+            "summary": cand.summary,
             **({"heatmap": _data_url(heatmap(cand.map, shared))} if heatmaps else {}),
         } for cand in c.candidates],
         "baseline": c.baseline,
@@ -188,7 +191,8 @@ def _json_body(c: Comparison, heatmaps: bool) -> dict[str, Any]:
         "config": c.config.model_dump(mode="json"),
     }
     if heatmaps:
-        body["colorbar"] = _data_url(colorbar(256, cmap, vmin, vmax, c.config.render.label))
+        body["colorbar"] = _data_url(colorbar(256, cmap, vmin, vmax, render.label,
+                                              scale=render.scale))
     if c.improvement_scale is not None:
         lo, hi = c.improvement_scale
         body["improvement_scale"] = {"vmin": lo, "vmax": hi}

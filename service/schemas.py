@@ -12,6 +12,7 @@ from pydantic_core import PydanticCustomError
 from core import PipelineConfig
 
 from .forms import FileField, MultipartForm, TextField
+from .scores import METRICS_DOC, MetricsOption
 
 __all__ = [
     "COMPARE_FORM",
@@ -64,14 +65,15 @@ class DiffRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
         "reference": {"data": TINY_PNG_B64},
         "candidate": {"url": "https://example.org/candidate.png"},
-        "config": {"metric": "ssim", "post_processor": [{"name": "smooth", "sigma": 2.0}],
-                   "render": {"colormap": "viridis"}},
+        "config": {"metric": "ssim", "render": {"colormap": "viridis"}},
+        "metrics": ["ssim", "psnr"],
     }]})
 
     reference: ImageInput
     candidate: ImageInput
     config: PipelineConfig = Field(default_factory=PipelineConfig,
                                    description="the pipeline; every field is optional")
+    metrics: MetricsOption = "auto"
 
 
 class MapPayload(BaseModel):
@@ -83,7 +85,8 @@ class MapPayload(BaseModel):
 
 
 class RegionOut(BaseModel):
-    """A difference region: box (top-left x, y), area, share of the total difference."""
+    """A difference region: box (top-left x, y), area, share of the total difference, and
+    (for the default significance map) how far it stands out."""
 
     x: int
     y: int
@@ -91,8 +94,17 @@ class RegionOut(BaseModel):
     height: int
     area: int
     score: float = Field(description="the region's share of the map's total difference, 0-1")
-    peak: float | None
-    mean: float | None
+    peak: float | None = Field(description="the map's highest value in the region, in its units")
+    mean: float | None = Field(description="the map's mean over the region's pixels")
+    significance: float | None = Field(
+        None, description="the region's peak in calibrated units (robust sigmas of the pair's "
+        "own image-wide residual) for hysteresis regions of a calibrated map (the default "
+        "'significance' strategy); null for percentile, Otsu and top-k regions")
+
+
+_SUMMARY_DOC = ("one plain sentence about the regions: \"no significant difference found\" "
+                "when none is reported, else their count (\"2 significant regions\"; "
+                "\"3 regions\" for percentile, Otsu or top-k regions)")
 
 
 class DiffResponse(BaseModel):
@@ -106,7 +118,8 @@ class DiffResponse(BaseModel):
         "map": {"dtype": "float32", "shape": [2, 2], "data": "AAAAAAAAAAAAAIA+AACAPw=="},
         "metrics": {"ssim": 0.6123},
         "regions": [{"x": 0, "y": 1, "width": 2, "height": 1, "area": 2, "score": 1.0,
-                     "peak": 1.0, "mean": 0.625}],
+                     "peak": 14.2, "mean": 7.5, "significance": 14.2}],
+        "summary": "1 significant region",
         "config": PipelineConfig().model_dump(),
         "timing_ms": {"decode": 0.4, "queue": 0.1, "load": 0.1, "compute": 1.9,
                       "regions": 0.2, "encode": 0.1, "total": 3.1},
@@ -114,9 +127,12 @@ class DiffResponse(BaseModel):
 
     map: MapPayload
     metrics: dict[str, float | None] = Field(
-        description="the configured metric's score by name; null where not finite "
-        "(e.g. PSNR of identical images)")
-    regions: list[RegionOut] = Field(description="ranked by score, highest first")
+        description="scores by metric name, as chosen by the request's metrics option (by "
+        "default only cheap ones: see DiffRequest.metrics); null where not finite (e.g. "
+        "PSNR of identical images)")
+    regions: list[RegionOut] = Field(description="ranked by score, highest first; empty "
+                                     "when no significant difference was found")
+    summary: str = Field(description=_SUMMARY_DOC)
     config: dict[str, Any] = Field(description="the full resolved pipeline")
     timing_ms: dict[str, float] = Field(
         description="milliseconds per stage: decode, queue, load, compute, regions, "
@@ -165,7 +181,9 @@ class CandidateOut(BaseModel):
         description="psnr, ssim, ms-ssim, lpips (alex, when its weights are present) and "
         "the pipeline's metric; null where not finite (PSNR of identical images)")
     skipped: dict[str, str] = Field(description="metrics left out, with the reason")
-    regions: list[RegionOut] = Field(description="ranked by score, highest first")
+    regions: list[RegionOut] = Field(description="ranked by score, highest first; empty "
+                                     "when no significant difference was found")
+    summary: str = Field(description=_SUMMARY_DOC)
     heatmap: str | None = Field(None, description="with ?heatmaps=true: the map drawn on the "
                                 "shared scale, as a data: URL of a PNG")
 
@@ -197,7 +215,8 @@ class CompareResponse(BaseModel):
             "skipped": {"lpips": "LPIPS alex weights are not present (...); run "
                         "`difference-finder weights fetch --nets alex`"},
             "regions": [{"x": 0, "y": 1, "width": 2, "height": 1, "area": 2, "score": 1.0,
-                         "peak": 1.0, "mean": 0.625}]}
+                         "peak": 14.2, "mean": 7.5, "significance": 14.2}],
+            "summary": "1 significant region"}
             for label, psnr, ssim, ms in (("baseline", 24.1, 0.71, 0.93),
                                           ("ours", 27.9, 0.84, 0.97))],
         "baseline": "baseline",
@@ -234,17 +253,18 @@ _CONFIG_PART = TextField("config", "the pipeline as a JSON string (a PipelineCon
                          schema_ref="PipelineConfig")
 
 #: an example pipeline for the documentation
-EXAMPLE_CONFIG = {"metric": "ssim", "post_processor": [{"name": "smooth", "sigma": 2.0}],
-                  "render": {"colormap": "viridis", "percentile": 99}}
+EXAMPLE_CONFIG = {"metric": "ssim", "render": {"colormap": "viridis", "colorbar": True}}
 
 DIFF_FORM = MultipartForm(
     files=(FileField("reference", "the reference image file"),
            FileField("candidate", "the candidate image file, compared against the "
                      "reference")),
-    texts=(_CONFIG_PART,), max_files=4, max_fields=4,
-    example_summary="two files and a pipeline",
+    texts=(_CONFIG_PART, TextField(
+        "metrics", METRICS_DOC + ". As JSON (\"auto\", true, false, [\"ssim\", \"psnr\"]) "
+        "or comma-separated names (ssim,psnr)")), max_files=4, max_fields=5,
+    example_summary="two files, a pipeline and the scores wanted",
     example={"reference": "<reference.png>", "candidate": "<candidate.png>",
-             "config": json.dumps(EXAMPLE_CONFIG)})
+             "config": json.dumps(EXAMPLE_CONFIG), "metrics": "ssim,psnr"})
 
 COMPARE_FORM = MultipartForm(
     files=(FileField("reference", "the reference image file"),

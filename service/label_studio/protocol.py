@@ -13,6 +13,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from core import PairResult, PipelineConfig, __version__
+from core.regions import RegionsConfig, confidence
 
 from ..errors import ServiceProblem
 from ..problems import problem_body
@@ -77,26 +78,29 @@ def model_version(config: PipelineConfig) -> str:
 
 
 def prediction(result: PairResult, mask: np.ndarray | None, targets: list[Target],
-               version: str) -> dict[str, Any]:
+               version: str, regions_config: RegionsConfig | None = None) -> dict[str, Any]:
     """One task's prediction: each region as a rectangle in percent of the image, strongest
-    first, and the mask as one brush result."""
+    first, and the mask as one brush result. Each result's ``score`` is the region's
+    :func:`core.regions.confidence` (0-1, from its significance for the default regions);
+    the mask's and the prediction's ``score`` the highest of them (0 without a region)."""
     h, w = result.map.shape[-2:]
     regions = result.regions  # ranked by core, strongest first
+    conf = [confidence(r, regions_config) for r in regions]
+    best = float(max(conf, default=0.0))
     out: list[dict[str, Any]] = []
     for t in targets:
         base = {"from_name": t.from_name, "to_name": t.to_name, "type": t.type,
                 "original_width": int(w), "original_height": int(h), "image_rotation": 0}
         if t.type == "rectanglelabels":
-            out += [{**base, "id": f"diff{k + 1}", "score": float(r.score), "value": {
+            out += [{**base, "id": f"diff{k + 1}", "score": float(conf[k]), "value": {
                 "x": 100.0 * r.x / w, "y": 100.0 * r.y / h, "width": 100.0 * r.width / w,
                 "height": 100.0 * r.height / h, "rotation": 0, "rectanglelabels": [t.label]}}
                 for k, r in enumerate(regions)]
         elif mask is not None and mask.any():
-            out.append({**base, "id": "diffmask", "score": float(sum(r.score for r in regions)),
+            out.append({**base, "id": "diffmask", "score": best,
                         "value": {"format": "rle", "rle": mask_to_rle(mask),
                                   "brushlabels": [t.label]}})
-    score = float(min(1.0, sum(r.score for r in regions)))
-    return {"model_version": version, "score": score, "result": out}
+    return {"model_version": version, "score": best, "result": out}
 
 
 def failed_prediction(exc: ServiceProblem, task: LabelStudioTask, i: int, version: str

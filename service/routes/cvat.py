@@ -56,8 +56,9 @@ async def prepare(request: Request, state: ServiceState) -> Prepared:
 
 def _encode(_: str, prepared: Prepared, result: PairResult, *__: Any) -> bytes:
     """As Starlette's JSONResponse renders it."""
-    return json.dumps(detections(result, prepared[0].threshold), ensure_ascii=False,
-                      allow_nan=False, indent=None, separators=(",", ":")).encode("utf-8")
+    shapes = detections(result, prepared[0].threshold, prepared[1].regions)
+    return json.dumps(shapes, ensure_ascii=False, allow_nan=False, indent=None,
+                      separators=(",", ":")).encode("utf-8")
 
 
 @router.post("/detect", summary="CVAT detector: difference regions as rectangles",

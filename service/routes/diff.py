@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from core import Finder, PairResult, PipelineConfig
+from core.finder import Scores
 
 from .. import apidocs
 from ..budget import use_pipeline
@@ -19,6 +20,7 @@ from ..encoding import MEDIA_TYPES, encode
 from ..forms import JSON, MULTIPART, media_type, parse_config, read_json, read_multipart
 from ..lifecycle import Work, respond
 from ..schemas import DIFF_FORM, DiffRequest
+from ..scores import parse_metrics
 from ..state import ServiceState
 from ..workers import cancel_check
 
@@ -26,32 +28,37 @@ __all__ = ["compute", "router"]
 
 router = APIRouter()
 
-Pair = tuple[PipelineConfig, np.ndarray, np.ndarray]
+#: the pipeline, the two decoded images and the request's metrics option
+Pair = tuple[PipelineConfig, np.ndarray, np.ndarray, Scores]
 
 
-def compute(config: PipelineConfig, ref: np.ndarray, cand: np.ndarray,
-            device: torch.device) -> PairResult:
+def compute(config: PipelineConfig, ref: np.ndarray, cand: np.ndarray, device: torch.device,
+            metrics: Scores = "auto") -> PairResult:
     """Runs in a worker thread on its device."""
-    return Finder.from_config(config, device).analyze(ref, cand, cancel=cancel_check())[0]
+    return Finder.from_config(config, device).analyze(ref, cand, metrics=metrics,
+                                                      cancel=cancel_check())[0]
+
+
+def _form(texts: dict[str, str | bytes | None]) -> tuple[PipelineConfig, Scores]:
+    return parse_config(texts["config"] or ""), parse_metrics(texts["metrics"])
 
 
 async def prepare(request: Request, state: ServiceState) -> Pair:
     """Parse the body (either form) and decode both images off the event loop."""
     loader = state.loader
     if media_type(request) == MULTIPART:
-        config, files = await read_multipart(
-            request, DIFF_FORM, lambda texts: parse_config(texts["config"] or ""),
-            loader.check_size)
+        (config, metrics), files = await read_multipart(request, DIFF_FORM, _form,
+                                                        loader.check_size)
         use_pipeline(config)
         ref, cand = await asyncio.gather(*(loader.decode(f.data, f.where)
                                            for k in ("reference", "candidate")
                                            for f in files[k]))
-        return config, ref, cand
+        return config, ref, cand, metrics
     req = await read_json(request, DiffRequest, state.executor)
     use_pipeline(req.config)
     ref, cand = await asyncio.gather(loader.load(req.reference, "reference"),
                                      loader.load(req.candidate, "candidate"))
-    return req.config, ref, cand
+    return req.config, ref, cand, req.metrics
 
 
 @router.post("/v1/diff", tags=["diff"], summary="Compare two images",
@@ -59,7 +66,7 @@ async def prepare(request: Request, state: ServiceState) -> Pair:
 async def diff(request: Request, state: StateDep) -> Response:
     return await respond(request, state, Work(
         prepare=lambda: prepare(request, state),
-        compute=lambda pair, device: compute(*pair, device),
+        compute=lambda pair, device: compute(*pair[:3], device, pair[3]),
         encode=lambda media, pair, result, timing, arrived: encode(
             media, result, pair[0], timing, arrived),
         stages=lambda result, _: result.timing_ms,

@@ -92,7 +92,7 @@ async def predict_task(exchange: Exchange, task: LabelStudioTask, i: int,
         err = ServiceProblem.from_core(exc)
         raise ServiceProblem(err.status, err.code, f"tasks/{i} (task {task.id}): "
                              f"{err.detail}", task=i, task_id=task.id, **err.extra) from None
-    return await exchange.offload(prediction, result, mask, targets, version)
+    return await exchange.offload(prediction, result, mask, targets, version, config.regions)
 
 
 _EXAMPLE_RESULT = {

@@ -392,9 +392,11 @@ function candidateCard(c, item, index) {
   const boxes = el("input", { type: "checkbox", checked: true, class: "toggle-boxes" });
   boxes.addEventListener("change", () => viewer.classList.toggle("no-boxes", !boxes.checked));
   apply();
-  return el("figure", { class: "card", "data-label": c.label },
+  // the server's plain statement: "no significant difference found", "2 significant regions"
+  const summary = c.summary || `${c.regions.length} region(s)`;
+  return el("figure", { class: c.regions.length ? "card" : "card no-difference", "data-label": c.label },
     el("figcaption", {}, el("strong", { text: c.label }),
-      el("span", { class: "muted", text: ` ${c.regions.length} region(s)` })),
+      el("span", { class: "muted summary", text: ` ${summary}` })),
     viewer,
     el("div", { class: "controls" }, modes, el("label", {}, sliderLabel, " ", slider),
       el("label", {}, boxes, " region boxes")));

@@ -71,3 +71,40 @@ def test_size_mismatch_exits_1_with_both_sizes(pair, tmp_path: Path, capsys) -> 
     err = capsys.readouterr().err
     assert "256x256" in err and "20x10" in err
     assert main(["diff", str(pair[0]), str(other), "--size-policy", "resize", "-q"]) == 0
+
+
+def test_diff_metrics_option_chooses_the_scores(pair, capsys) -> None:
+    from core import Finder
+
+    assert main(["diff", str(pair[0]), str(pair[1])]) == 0  # default: cheap scores only
+    assert set(json.loads(capsys.readouterr().out)["metrics"]) == {"mse", "psnr"}
+    assert main(["diff", str(pair[0]), str(pair[1]), "--metrics", "ssim,psnr"]) == 0
+    got = json.loads(capsys.readouterr().out)["metrics"]
+    want = Finder(device="cpu").analyze(*pair, metrics=["ssim", "psnr"], regions=False)[0]
+    assert set(got) == {"ssim", "psnr"}
+    assert got["ssim"] == pytest.approx(want.metrics["ssim"], rel=1e-5)
+    assert main(["diff", str(pair[0]), str(pair[1]), "--metrics", "none"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"] == {}
+    assert main(["diff", str(pair[0]), str(pair[1]), "--metrics", "ssim,nope"]) == 1
+    err = capsys.readouterr().err
+    assert "'nope'" in err and "ssim" in err and "lpips" in err  # the valid names
+
+
+def test_diff_says_plainly_when_nothing_differs(pair, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "map.png"
+    assert main(["diff", str(pair[0]), str(pair[0]), "-o", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == (
+        f"{pair[0]} vs {pair[0]}: no significant difference found")
+    # the default heatmap is in fixed units: an identical pair looks empty
+    from core.render import lut
+
+    first = lut("magma")[0]
+    assert (np.asarray(Image.open(out).convert("RGB")) == first).all()
+    assert main(["diff", str(pair[0]), str(pair[0]), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["regions"] == [] and record["summary"] == "no significant difference found"
+    assert main(["diff", str(pair[0]), str(pair[1]), "-o", str(out)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{pair[0]} vs {pair[1]}: ") and "significant region" in line
+    # the edit shows in the fixed-unit heatmap
+    assert not (np.asarray(Image.open(out).convert("RGB")) == first).all()

@@ -22,7 +22,7 @@ from core.figure import (
     layout_figure,
     save_figure,
 )
-from core.render import colorize
+from core.render import colorize, tick_marks
 
 SVG = "{http://www.w3.org/2000/svg}"
 XLINK = "{http://www.w3.org/1999/xlink}href"
@@ -94,9 +94,11 @@ def test_layout_panels_share_one_scale_and_use_a_diverging_map(noisy) -> None:
                      "ours map", "ours + artefact map", "ours improvement",
                      "ours + artefact improvement"]
     vmin, vmax = noisy.scale
+    scale = noisy.config.render.scale  # the pipeline's: sqrt for the default significance map
+    assert scale == "sqrt" and layout.bars[0].scale == scale
     panels = {p.name: p for p in layout.panels}
     for c in noisy.candidates:  # 256 px panels: no resampling, exact colours
-        expected = colorize(c.map, "magma", vmin, vmax)
+        expected = colorize(c.map, "magma", vmin, vmax, scale)
         np.testing.assert_array_equal(np.asarray(panels[f"{c.label} map"].image), expected)
     lo, hi = noisy.improvement_scale
     for gain in noisy.improvement:
@@ -169,6 +171,9 @@ def test_svg_is_xml_with_the_expected_panels(noisy) -> None:
     assert any(re.fullmatch(r"better \d+\.\d%, worse \d+\.\d%", t or "") for t in texts)
     vmin, vmax = noisy.scale
     assert f"{vmax:.3g}" in texts and f"{vmin:.3g}" in texts  # vector colorbar ticks
+    # at the raster colorbar's round values (the sqrt scale of the significance map)
+    ticks = [t for _, t in tick_marks(vmin, vmax, noisy.config.render.scale)]
+    assert len(ticks) >= 3 and set(ticks) <= set(texts)
     boxes = [r for r in root.iter(f"{SVG}rect") if r.get("class") == "box"]
     assert len(boxes) == len(layout.boxes)
 

@@ -79,3 +79,14 @@ def test_other_thresholds_keep_working_without_significance() -> None:
         regions = find_regions(m, cfg)
         assert regions and all(r.significance is None for r in regions)
         assert "significance" in regions[0].to_dict()
+
+
+def test_confidence_follows_significance_and_falls_back_to_score() -> None:
+    from core.regions import Region, RegionsConfig, confidence
+
+    cfg = RegionsConfig()
+    at_core = Region(0, 0, 4, 4, 16, 0.01, cfg.high, 6.0, significance=cfg.high)
+    strong = Region(0, 0, 4, 4, 16, 0.01, 3 * cfg.high, 6.0, significance=3 * cfg.high)
+    assert confidence(at_core, cfg) == 0.5 and confidence(strong, cfg) == 0.75
+    plain = Region(0, 0, 4, 4, 16, 0.3, 2.0, 1.0)  # a percentile region: its share
+    assert confidence(plain, cfg) == 0.3

@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from core import Finder, PairResult, Region, compare
-from core.results import finite_or_none, finite_values
+from core.results import NO_DIFFERENCE, finite_or_none, finite_values, regions_summary
 
 
 def test_finite_or_none() -> None:
@@ -37,7 +37,8 @@ def test_pair_result_to_dict_is_json_and_keeps_region_order() -> None:
                      regions=[weak, strong], timing_ms={"load": 1.23456})
     d = res.to_dict()
     assert d == {"shape": [4, 6], "metrics": {"psnr": None},
-                 "regions": [weak.to_dict(), strong.to_dict()], "timing_ms": {"load": 1.23}}
+                 "regions": [weak.to_dict(), strong.to_dict()], "summary": "2 regions",
+                 "timing_ms": {"load": 1.23}}
     assert res.to_dict(timing_digits=3)["timing_ms"] == {"load": 1.235}
     json.dumps(d, allow_nan=False)
 
@@ -47,6 +48,7 @@ def test_identical_pair_from_the_finder_serialises(astronaut: np.ndarray) -> Non
     res = Finder(metric="psnr", device="cpu").analyze(img, img)[0]
     d = res.to_dict()
     assert d["metrics"] == {"psnr": None}  # infinite PSNR of identical images
+    assert d["regions"] == [] and d["summary"] == "no significant difference found"
     json.dumps(d, allow_nan=False)
 
 
@@ -58,6 +60,9 @@ def test_comparison_to_dict_is_summary_and_json(astronaut: np.ndarray) -> None:
                   device="cpu")
     d = got.to_dict()
     assert d == got.summary()
+    assert d["candidates"][0]["summary"] == "no significant difference found"
+    assert d["candidates"][1]["summary"].endswith(("significant region",
+                                                   "significant regions"))
     assert [c["label"] for c in d["candidates"]] == ["same", "edited"]
     assert d["candidates"][0]["metrics"]["psnr"] is None
     edited = got.candidate("edited")
@@ -66,3 +71,12 @@ def test_comparison_to_dict_is_summary_and_json(astronaut: np.ndarray) -> None:
     assert d["improvement"] == [got.improvement[0].to_dict()]
     assert d["scale"] == {"vmin": got.scale[0], "vmax": got.scale[1]}
     json.dumps(d, allow_nan=False)
+
+
+def test_regions_summary_says_plainly_what_was_found() -> None:
+    sig = Region(1, 2, 3, 4, 12, 0.5, 20.0, 9.0, significance=20.0)
+    plain = Region(1, 2, 3, 4, 12, 0.5, 20.0, 9.0)
+    assert regions_summary([]) == NO_DIFFERENCE == "no significant difference found"
+    assert regions_summary([sig]) == "1 significant region"
+    assert regions_summary([sig, sig]) == "2 significant regions"
+    assert regions_summary([plain, plain, plain]) == "3 regions"  # percentile / Otsu / top-k

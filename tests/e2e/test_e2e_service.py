@@ -61,13 +61,16 @@ def test_readiness_before_and_after_warmup(server):
 
 
 def test_multipart_json(server, photos, photo_png):
-    r = httpx.post(server.url + "/v1/diff", files=files(photo_png), timeout=60)
+    r = httpx.post(server.url + "/v1/diff", files=files(photo_png), data={"metrics": "ssim"},
+                   timeout=60)
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "application/json"
     body = r.json()
-    expected = Finder(device="cpu").analyze(photos["ref"], photos["cand"])[0]
+    expected = Finder(device="cpu").analyze(photos["ref"], photos["cand"], metrics=["ssim"])[0]
     np.testing.assert_allclose(decode_map(body["map"]), expected.map, rtol=1e-5, atol=1e-6)
+    assert set(body["metrics"]) == {"ssim"}
     assert body["metrics"]["ssim"] == pytest.approx(expected.metrics["ssim"], rel=1e-5)
+    assert body["summary"] == expected.summary != "no significant difference found"
     top = body["regions"][0]
     assert top["x"] <= 200 < 280 <= top["x"] + top["width"]
     assert top["y"] <= 100 < 160 <= top["y"] + top["height"]
@@ -107,7 +110,8 @@ def test_three_response_types(server, photo_png):
 
 def test_lpips_with_standin_weights(server, photo_png):
     r = httpx.post(server.url + "/v1/diff", files=files(photo_png, "ref_small", "cand_small"),
-                   data={"config": '{"metric": {"name": "lpips", "net": "alex"}}'}, timeout=60)
+                   data={"config": '{"metric": {"name": "lpips", "net": "alex"}}',
+                         "metrics": "true"}, timeout=60)
     assert r.status_code == 200, r.text
     assert r.json()["metrics"]["lpips"] > 0
 

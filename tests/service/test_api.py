@@ -19,7 +19,7 @@ with warnings.catch_warnings():  # starlette's note about httpx in its TestClien
     from fastapi.testclient import TestClient
 
 from core import METRICS, POST_PROCESSORS, PRE_PROCESSORS, STRATEGIES, Finder
-from core.render import RenderConfig, heatmap
+from core.render import RenderConfig, heatmap, lut
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import assert_problem, b64, png, wait_ready
@@ -59,9 +59,11 @@ def client() -> Iterator[TestClient]:
 
 
 def post_files(client: TestClient, ref: bytes, cand: bytes, config: dict | str | None = None,
-               accept: str | None = None):
+               accept: str | None = None, metrics: str | None = None):
     data = {} if config is None else {
         "config": config if isinstance(config, str) else json.dumps(config)}
+    if metrics is not None:
+        data["metrics"] = metrics
     headers = {"accept": accept} if accept else {}
     return client.post("/v1/diff", files={"reference": ("ref.png", ref, "image/png"),
                                           "candidate": ("cand.png", cand, "image/png")},
@@ -76,17 +78,76 @@ def test_multipart_json_response_matches_core(client, pair, pair_png):
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "application/json"
     body = r.json()
-    assert set(body) == {"map", "metrics", "regions", "config", "timing_ms"}
+    assert set(body) == {"map", "metrics", "regions", "summary", "config", "timing_ms"}
     m = decode_map(body["map"])
     assert m.shape == (256, 256)
     expected = Finder(device="cpu").analyze(*pair)[0]
     np.testing.assert_allclose(m, expected.map, rtol=1e-5, atol=1e-6)
-    assert body["metrics"]["ssim"] == pytest.approx(expected.metrics["ssim"], rel=1e-5)
+    # the default answer has only the cheap scores (the configured SSIM is asked for below)
+    assert set(body["metrics"]) == set(expected.metrics) == {"mse", "psnr"}
+    for name, value in expected.metrics.items():
+        assert body["metrics"][name] == pytest.approx(value, rel=1e-5)
     scores = [reg["score"] for reg in body["regions"]]
     assert scores == sorted(scores, reverse=True) and scores
+    assert body["regions"] == [reg.to_dict() for reg in expected.regions]
+    assert body["summary"] == expected.summary == (
+        f"{len(scores)} significant region{'s' if len(scores) > 1 else ''}")
+    assert all(reg["significance"] >= 12 for reg in body["regions"])  # the hysteresis core
     assert body["config"] == Finder(device="cpu").config.model_dump(mode="json")
     assert {"decode", "queue", "compute", "encode", "total"} <= set(body["timing_ms"])
     assert "compute;dur=" in r.headers["server-timing"]
+
+
+def test_metrics_option_asks_for_scores_in_both_forms(client, pair, pair_png):
+    """``metrics`` names the scores: the configured SSIM (as ``true`` or by name), several,
+    or none; the values are core's for the same request."""
+    ref, cand = pair_png
+    want = Finder(device="cpu").analyze(*pair, metrics=["ssim", "psnr"], regions=False)[0]
+    as_json = client.post("/v1/diff", json={"reference": {"data": b64(ref)},
+                                            "candidate": {"data": b64(cand)},
+                                            "metrics": ["ssim", "psnr"]}).json()
+    for form in ("ssim,psnr", '["ssim", "psnr"]'):
+        body = post_files(client, ref, cand, metrics=form).json()
+        assert body["metrics"] == as_json["metrics"]
+    assert set(as_json["metrics"]) == {"ssim", "psnr"}
+    for name, value in want.metrics.items():
+        assert as_json["metrics"][name] == pytest.approx(value, rel=1e-5)
+    assert set(post_files(client, ref, cand, metrics="true").json()["metrics"]) == {"ssim"}
+    assert post_files(client, ref, cand, metrics="false").json()["metrics"] == {}
+    assert set(post_files(client, ref, cand, metrics="auto").json()["metrics"]) == {"mse",
+                                                                                    "psnr"}
+
+
+def test_unknown_metrics_option_names_the_valid_ones(client, pair_png):
+    ref, cand = pair_png
+    multipart = assert_problem(post_files(client, ref, cand, metrics="ssim,nope"), 422,
+                               "validation-error")
+    as_json = assert_problem(client.post("/v1/diff", json={
+        "reference": {"data": b64(ref)}, "candidate": {"data": b64(cand)},
+        "metrics": ["nope"]}), 422, "validation-error")
+    for body in (multipart, as_json):
+        [err] = body["errors"]
+        assert err["pointer"] == "#/metrics"
+        assert "'nope'" in err["message"]
+        for name in METRICS.names():
+            assert name in body["detail"]
+    wrong = assert_problem(client.post("/v1/diff", json={
+        "reference": {"data": b64(ref)}, "candidate": {"data": b64(cand)},
+        "metrics": "ssim"}), 422, "validation-error")
+    assert wrong["errors"][0]["pointer"] == "#/metrics"
+
+
+def test_identical_pair_says_no_significant_difference(client, pair_png):
+    body = post_files(client, pair_png[0], pair_png[0]).json()
+    assert body["regions"] == []
+    assert body["summary"] == "no significant difference found"
+    # the default PNG heatmap is in fixed units: such a pair looks empty, an edit does not
+    first = lut(body["config"]["render"]["colormap"])[0]
+    same = post_files(client, pair_png[0], pair_png[0], accept="image/png")
+    assert (np.asarray(Image.open(io.BytesIO(same.content)).convert("RGB")) == first).all()
+    edited = post_files(client, *pair_png, accept="image/png")
+    assert not (np.asarray(Image.open(io.BytesIO(edited.content)).convert("RGB"))
+                == first).all()
 
 
 def test_map_and_regions_against_numpy(client, pair, pair_png):
@@ -312,8 +373,11 @@ def test_missing_weights_ready_and_clear_problem(empty_torch_home, pair_png):
         ready = c.get("/readyz").json()
         assert ready["models"] == {"alex@cpu": "missing"}
         assert ready["missing_weights"]["alex"].endswith("alexnet-owt-7be5be79.pth")
-        body = assert_problem(post_files(c, *pair_png, config={"metric": "lpips"}), 503,
-                              "weights-missing")
+        # the default answer leaves the costly LPIPS score out; asking for it needs weights
+        cheap = post_files(c, *pair_png, config={"metric": "lpips"})
+        assert cheap.status_code == 200 and "lpips" not in cheap.json()["metrics"]
+        body = assert_problem(post_files(c, *pair_png, config={"metric": "lpips"},
+                                         metrics="true"), 503, "weights-missing")
         assert body["net"] == "alex"
         assert body["file"].endswith("alexnet-owt-7be5be79.pth")
         assert body["file"] in body["detail"]
@@ -448,13 +512,13 @@ def test_errors_in_one_request_leave_the_worker_serving(monkeypatch, client, pai
     real = diff_route.compute
     calls = {"n": 0}
 
-    def flaky(config, ref, cand, device):
+    def flaky(config, ref, cand, device, metrics="auto"):
         calls["n"] += 1
         if calls["n"] == 1:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 4 GiB")
         if calls["n"] == 2:
             raise RuntimeError("secret internal detail")
-        return real(config, ref, cand, device)
+        return real(config, ref, cand, device, metrics)
 
     monkeypatch.setattr(diff_route, "compute", flaky)
     body = assert_problem(post_files(client, *pair_png), 503, "out-of-memory")

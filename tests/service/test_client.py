@@ -584,18 +584,23 @@ def test_real_service_maps_match_the_library(real_server, astronaut, sleeps):
     config = {"metric": "ssim", "post_processor": [{"name": "smooth", "sigma": 1.0}]}
     pairs = [_photo_pair(astronaut, s) for s in range(4)]
     with Client(real_server) as c:
-        res = c.diff(*pairs[0], config=config)
+        res = c.diff(*pairs[0], config=config, metrics=True)  # the configured SSIM
+        cheap = c.diff(*pairs[0], config=config)  # the default: cheap scores only
         many = c.diff_many(pairs, config, concurrency=2, progress=False)
         npy = c.diff_npy(*pairs[0], config=config)
         caps = c.capabilities()
         with pytest.raises(ServerError) as info:
-            c.diff(*pairs[0], config={"metric": "lpips"})
+            c.diff(*pairs[0], config={"metric": "lpips"}, metrics=["lpips"])
         with pytest.raises(ClientRequestError) as bad:
             c.diff(*pairs[0], config={"post_processor": [{"name": "smooth", "sigma": -1}]})
-    local = Finder(**config, device="cpu").analyze(*pairs[0])[0]
+    local = Finder(**config, device="cpu").analyze(*pairs[0], metrics=True)[0]
     assert res.map.shape == (64, 80)
     np.testing.assert_allclose(res.map, local.map, rtol=1e-5, atol=1e-6)
+    assert set(res.metrics) == {"ssim"}
     assert res.metrics["ssim"] == pytest.approx(local.metrics["ssim"], rel=1e-5)
+    assert set(cheap.metrics) == {"mse", "psnr"}
+    assert res.regions == [r.to_dict() for r in local.regions]
+    assert res.summary == local.summary
     np.testing.assert_array_equal(npy, res.map)
     for (a, b), r in zip(pairs, many, strict=True):
         np.testing.assert_allclose(
@@ -616,14 +621,18 @@ def test_real_service_cli_server_matches_local(real_server, astronaut, tmp_path,
         ref, cand = _photo_pair(astronaut, s)
         Image.fromarray(ref).save(tmp_path / "a" / f"p{s}.png")
         Image.fromarray(cand).save(tmp_path / "b" / f"p{s}.png")
-    common = [str(tmp_path / "a"), str(tmp_path / "b"), "--metric", "psnr", "-q", "--json"]
+    common = [str(tmp_path / "a"), str(tmp_path / "b"), "--metric", "psnr", "-q", "--json",
+              "--metrics", "psnr,ssim"]
     assert main(["diff", *common, "--device", "cpu"]) == 0
     local = json.loads(capsys.readouterr().out)
     assert main(["diff", *common, "--server", real_server]) == 0
     remote = json.loads(capsys.readouterr().out)
     assert [p["reference"] for p in remote["pairs"]] == [p["reference"] for p in local["pairs"]]
     for lp, rp in zip(local["pairs"], remote["pairs"], strict=True):
+        assert set(rp["metrics"]) == set(lp["metrics"]) == {"psnr", "ssim"}
         assert rp["metrics"]["psnr"] == pytest.approx(lp["metrics"]["psnr"], rel=1e-5)
+        assert rp["metrics"]["ssim"] == pytest.approx(lp["metrics"]["ssim"], rel=1e-5)
+        assert rp["summary"] == lp["summary"]
         assert rp["shape"] == lp["shape"]
         assert [r["x"] for r in rp["regions"]] == [r["x"] for r in lp["regions"]]
 
@@ -635,7 +644,9 @@ def test_real_service_compare_matches_the_library(real_server, astronaut):
     _, base = _photo_pair(astronaut, 5)
     base = np.clip(base.astype(int) + 20, 0, 255).astype(np.uint8)  # clearly worse
     ref_b = ref  # the same reference for both
-    config = {"metric": "mse"}
+    # raw difference maps: their improvement measures closeness (a calibrated map rescales
+    # each pair on its own)
+    config = {"strategy": "difference", "metric": "mse"}
     with Client(real_server) as c:
         res = c.compare(ref_b, [ours, base], labels=["ours", "base"], baseline="base",
                         config=config)

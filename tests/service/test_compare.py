@@ -24,9 +24,13 @@ with warnings.catch_warnings():  # starlette's note about httpx in its TestClien
 
 from core.compare import compare
 from core.figure import layout_figure
+from core.render import lut
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import assert_problem, b64, png, wait_ready
+
+#: the raw difference pipeline, where a uniformly noisier candidate has a larger map
+RAW = {"strategy": "difference", "post_processor": [{"name": "smooth", "sigma": 2.0}]}
 
 
 def decode_map(payload: dict) -> np.ndarray:
@@ -82,6 +86,7 @@ def check_against_core(body: dict, expected) -> None:
         np.testing.assert_allclose(decode_map(got["map"]), want.map, rtol=1e-5, atol=1e-6)
         assert got["metrics"] == pytest.approx(want.metrics, rel=1e-5)
         assert got["skipped"] == want.skipped
+        assert got["summary"] == want.summary
         scores = [r["score"] for r in got["regions"]]
         assert scores == sorted(scores, reverse=True)
         assert len(got["regions"]) == len(want.regions)
@@ -107,7 +112,12 @@ def test_multipart_matches_core(client, files, expected) -> None:
     # the measurably better candidate scores better
     noisy, ours = (c["metrics"] for c in body["candidates"])
     assert ours["psnr"] > noisy["psnr"] and ours["ssim"] > noisy["ssim"]
-    assert body["improvement"][0]["improved_fraction"] > 0.9
+    # noise alone is no significant difference under the default pipeline
+    for c in body["candidates"]:
+        assert c["regions"] == [] and c["summary"] == "no significant difference found"
+    # the improvement of raw difference maps (a calibrated map rescales each pair on its own)
+    raw = post_multipart(client, files, baseline="noisy", config=json.dumps(RAW)).json()
+    assert raw["improvement"][0]["improved_fraction"] > 0.9
 
 
 def test_json_with_base64_matches_multipart(client, files, expected) -> None:
@@ -189,8 +199,19 @@ def test_heatmaps_for_display(client, files, expected) -> None:
         decoded.append(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
     for img in decoded[:3]:
         assert img.size == (192, 192)
-    # both maps are drawn on the one shared scale: the darker map is the better candidate
-    noisy, ours = (np.asarray(img.convert("L"), dtype=float).mean() for img in decoded[:2])
+    # the default significance map is drawn in fixed units: noise alone looks empty (the
+    # colormap's first colour nearly everywhere), and the colorbar names the unit's scale
+    first = lut(body["config"]["render"]["colormap"])[0]
+    for img in decoded[:2]:
+        assert (np.asarray(img.convert("RGB")) == first).all(-1).mean() > 0.99
+    assert (body["scale"]["vmin"], body["scale"]["vmax"]) == (
+        body["config"]["render"]["vmin"], body["config"]["render"]["vmax"])
+    # raw difference maps on the one shared scale: the darker map is the better candidate
+    r = post_multipart(client, files, query="?heatmaps=true", config=json.dumps(RAW),
+                       labels=json.dumps(["noisy", "ours"]), baseline="noisy")
+    heat = [Image.open(io.BytesIO(base64.b64decode(c["heatmap"].split(",", 1)[1])))
+            for c in r.json()["candidates"]]
+    noisy, ours = (np.asarray(img.convert("L"), dtype=float).mean() for img in heat)
     assert ours < noisy
 
 

@@ -22,6 +22,7 @@ with warnings.catch_warnings():  # starlette's note about httpx in its TestClien
     from fastapi.testclient import TestClient
 
 from core import Finder, PipelineConfig
+from core.regions import confidence
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import assert_problem, png
@@ -59,9 +60,8 @@ def pair(astronaut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def expected(pair):
-    """core's regions for the pair, strongest first."""
-    result = Finder.from_config(PipelineConfig(), "cpu").analyze(*pair)[0]
-    return sorted(result.regions, key=lambda r: -r.score)
+    """core's regions for the pair, in core's ranking (strongest first)."""
+    return Finder.from_config(PipelineConfig(), "cpu").analyze(*pair)[0].regions
 
 
 @pytest.fixture(scope="module")
@@ -83,13 +83,15 @@ def check_shapes(shapes: list[dict], expected, pair) -> None:
         assert isinstance(s["confidence"], str) and s["label"] == "difference"
         assert s["type"] == "rectangle" and len(s["points"]) == 4
     conf = [float(s["confidence"]) for s in shapes]
-    assert conf == sorted(conf, reverse=True) and all(0 < c <= 1 for c in conf)
+    assert conf == sorted(conf, reverse=True) and all(0.5 <= c < 1 for c in conf)
     y, x, h, w = EDIT
     assert iou(shapes[0]["points"], [x, y, x + w, y + h]) > 0.6
     assert len(shapes) == len(expected)
     for s, r in zip(shapes, expected, strict=True):
         assert s["points"] == [r.x, r.y, r.x + r.width, r.y + r.height]
-        assert float(s["confidence"]) == pytest.approx(r.score, abs=1e-4)
+        high = PipelineConfig().regions.high  # confidence from significance: 0.5 at high
+        assert float(s["confidence"]) == pytest.approx(
+            r.significance / (r.significance + high), abs=1e-4)
     hgt, wid = pair[0].shape[:2]
     assert all(0 <= p[0] < p[2] <= wid and 0 <= p[1] < p[3] <= hgt
                for p in (s["points"] for s in shapes))
@@ -105,12 +107,12 @@ def test_detect_real_photo_pair(client, pair, expected):
 def test_threshold_filters_on_confidence(client, pair, expected):
     ref, cand = pair
     assert len(expected) >= 2
-    cut = (expected[0].score + expected[1].score) / 2
+    cut = (confidence(expected[0]) + confidence(expected[1])) / 2
     r = client.post("/cvat/detect", json={"image": b64(cand), "reference": b64(ref),
                                           "threshold": cut, "mapping": {}})  # extra: ignored
     assert r.status_code == 200, r.text
     kept = r.json()
-    assert len(kept) == sum(reg.score >= cut for reg in expected) == 1
+    assert len(kept) == sum(confidence(reg) >= cut for reg in expected) == 1
     assert all(float(s["confidence"]) >= cut - 1e-4 for s in kept)
     # identical images: nothing to report
     r = client.post("/cvat/detect", json={"image": b64(ref), "reference": b64(ref)})
@@ -210,9 +212,10 @@ def test_nuclio_handler_with_the_reference_from_a_file(tmp_path, monkeypatch, pa
     over_http = client.post("/cvat/detect", json={"image": b64(cand), "reference": b64(ref)})
     assert shapes == over_http.json()
     # a raw JSON body and a threshold
-    raw = json.dumps({"image": b64(cand), "threshold": 0.3}).encode()
+    cut = (float(shapes[0]["confidence"]) + float(shapes[-1]["confidence"])) / 2
+    raw = json.dumps({"image": b64(cand), "threshold": cut}).encode()
     out = handler(ctx, SimpleNamespace(body=raw))
-    assert json.loads(out.body) == [s for s in shapes if float(s["confidence"]) >= 0.3]
+    assert json.loads(out.body) == [s for s in shapes if float(s["confidence"]) >= cut]
     assert 0 < len(json.loads(out.body)) < len(shapes)
     # a reference in the body wins over the file: the frame against itself finds nothing
     out = handler(ctx, SimpleNamespace(body={"image": b64(cand), "reference": b64(cand)}))

@@ -26,7 +26,7 @@ with warnings.catch_warnings():  # starlette's note about httpx in its TestClien
     from fastapi.testclient import TestClient
 
 from core import Finder, PipelineConfig
-from core.regions import region_mask
+from core.regions import confidence, region_mask
 from service.app import create_app
 from service.errors import ServiceProblem
 from service.label_studio import (
@@ -270,11 +270,15 @@ def test_predict_rectangles_land_on_the_edit(client, label_studio, photos, expec
                for b in boxes)
     # the same regions core finds directly
     result, _ = expected
-    want = sorted(result.regions, key=lambda r: -r.score)
+    want = result.regions  # core's ranking, strongest first
     assert len(boxes) == len(want)
-    for got, reg in zip(boxes, want, strict=True):
+    for got, reg, item in zip(boxes, want, items, strict=True):
         assert np.allclose(got, (reg.x, reg.y, reg.width, reg.height), atol=1e-6)
-    assert pred["score"] == pytest.approx(min(1.0, sum(r.score for r in want)))
+        # each score is the region's confidence: from its significance, 0.5 at regions.high
+        high = PipelineConfig().regions.high
+        assert item["score"] == pytest.approx(reg.significance / (reg.significance + high))
+    assert pred["score"] == pytest.approx(max(confidence(r) for r in want))
+    assert 0.5 <= pred["score"] < 1
     # both images came from Label Studio's storage, with the token
     assert sorted(label_studio.hits) == [("/data/upload/1/cand.png", f"Token {TOKEN}"),
                                          ("/data/upload/1/ref.png", f"Token {TOKEN}")]
@@ -566,7 +570,7 @@ def test_real_server_as_label_studio_configures_it(label_studio, tmp_path, photo
         items = r.json()["results"][0]["result"]
         h, w = photos["cand"].shape[:2]
         result, _ = expected
-        best = max(result.regions, key=lambda reg: reg.score)
+        best = result.regions[0]  # core ranks them, strongest first
         assert items[0]["value"]["x"] == pytest.approx(100 * best.x / w)
         assert items[0]["value"]["height"] == pytest.approx(100 * best.height / h)
         assert {auth for _, auth in label_studio.hits} == {f"Token {TOKEN}"}

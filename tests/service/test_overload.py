@@ -72,8 +72,9 @@ def test_header_of_no_image_is_none():
 
 
 def test_factors_are_per_strategy_and_metric_and_unknown_ones_get_the_largest():
-    ssim = factor_for(PipelineConfig.model_validate({"metric": "ssim"}))
-    mse = factor_for(PipelineConfig.model_validate({"metric": "mse"}))
+    # a measured strategy (the significance strategy has no measured factor yet: the largest)
+    ssim = factor_for(PipelineConfig.model_validate({"strategy": "difference", "metric": "ssim"}))
+    mse = factor_for(PipelineConfig.model_validate({"strategy": "difference", "metric": "mse"}))
     assert ssim > mse > 1
     assert factor_for(None) >= max(FACTORS.values())
 

@@ -101,11 +101,13 @@ def page(browser, server):
 
 @pytest.fixture(scope="module")
 def images(astronaut: np.ndarray, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A 256 px astronaut, a noisy copy, a better (less noisy) copy, a wrongly sized one."""
+    """A 256 px astronaut, a noisy copy, a better (less noisy) copy with one small edit, a
+    wrongly sized one."""
     ref = np.ascontiguousarray(astronaut[::2, ::2])
     rng = np.random.default_rng(3)
     noisy = np.clip(ref + rng.normal(0, 18, ref.shape), 0, 255).astype(np.uint8)
     ours = np.clip(ref + rng.normal(0, 6, ref.shape), 0, 255).astype(np.uint8)
+    ours[100:116, 60:76] = (250, 20, 20)  # one real edit: noise alone is no difference
     folder = tmp_path_factory.mktemp("page_images")
     out = {}
     for name, img in (("reference", ref), ("noisy", noisy), ("ours", ours),
@@ -157,9 +159,12 @@ def test_page_compares_candidates_and_shows_maps_scores_and_figure(page, images)
 
     card = page.locator("#cards .card").nth(1)
     assert card.get_attribute("data-label") == "ours"
-    assert card.locator("rect.region").count() >= 0
+    assert card.locator("rect.region").count() > 0  # the edit's region box drawn
+    assert "significant region" in card.locator(".summary").inner_text()
     noisy_card = page.locator("#cards .card").nth(0)
-    assert noisy_card.locator("rect.region").count() > 0  # region boxes drawn
+    assert noisy_card.locator("rect.region").count() == 0  # noise alone: nothing boxed
+    assert noisy_card.locator(".summary").inner_text().strip() == (
+        "no significant difference found")
     # overlay with an opacity slider
     card.locator("input[value='overlay']").check()
     card.locator(".slider").fill("30")
@@ -171,9 +176,10 @@ def test_page_compares_candidates_and_shows_maps_scores_and_figure(page, images)
     assert noisy_card.locator(".ref").is_visible()
     assert "60%" in noisy_card.locator(".ref").evaluate("e => e.style.clipPath")
     assert not noisy_card.locator(".heat").is_visible()
-    noisy_card.locator(".toggle-boxes").uncheck()
-    assert not noisy_card.locator("svg.boxes").is_visible()
-    noisy_card.locator(".toggle-boxes").check()
+    card.locator(".toggle-boxes").uncheck()
+    assert not card.locator("svg.boxes").is_visible()
+    card.locator(".toggle-boxes").check()
+    assert card.locator("svg.boxes").is_visible()
     noisy_card.locator("input[value='map']").check()
 
     ARTIFACTS.mkdir(exist_ok=True)

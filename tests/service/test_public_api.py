@@ -89,6 +89,7 @@ PUBLIC = {
         'DiffRequest', 'DiffResponse', 'EXAMPLE_CONFIG', 'ImageInput', 'ImprovementOut', 'Label',
         'MAX_CANDIDATES', 'MapPayload', 'RegionOut', 'Scale', 'TINY_PNG_B64'
     },
+    "service.scores": {'METRICS_DOC', 'MetricsOption', 'parse_metrics'},
     "service.server": {'serve'},
     "service.settings": {'Settings'},
     "service.state": {'ServiceState'},
