@@ -24,7 +24,7 @@ from .metrics import MetricOutput
 from .numeric import argsort_last, pool2, sort_last
 from .strategies import STRATEGIES, BoundMetric
 
-__all__ = ["SIGNIFICANCE_UNIT", "significance", "significance_map"]
+__all__ = ["SIGNIFICANCE_UNIT", "BinnedCurves", "significance", "significance_map"]
 
 #: the unit of the map, named on colorbars
 SIGNIFICANCE_UNIT = "significance (robust sigmas)"
@@ -94,7 +94,7 @@ def _order_stat(v: torch.Tensor, q: float) -> torch.Tensor:
     return v[..., lo] + (v[..., hi] - v[..., lo]) * (pos - lo)
 
 
-class _Bins:
+class BinnedCurves:
     """Equal-count bins of a key (N, Kk, H, W), cut on a subsample, and each pixel's place on
     a uniform grid of _LUT cells over the bin centres: shared by every curve fitted against
     the same key, so a curve costs one small sort and two gathers, not a full-size search."""
@@ -193,7 +193,7 @@ def significance_map(
         a, b = pool2(a), pool2(b)
     d = b - a
     if tone:  # an image-wide tone change (and clipping at black or white) explains
-        d = d - _Bins(a, max(1, bins // 2)).curve(d, spread=False)
+        d = d - BinnedCurves(a, max(1, bins // 2)).curve(d, spread=False)
     a, b, d = _opponent(a), _opponent(b), _opponent(d)
     k = a.shape[1]
     ta, tb = _texture(torch.cat([a, b]), reach).chunk(2)
@@ -204,7 +204,7 @@ def significance_map(
         edge[..., border:-border, border:-border] = False
         tt = torch.where(edge, top, tt)
     t = torch.log(tt + 1e-10)
-    z0 = d / _Bins(t, bins).curve(d, spread=True).clamp_min(floor)
+    z0 = d / BinnedCurves(t, bins).curve(d, spread=True).clamp_min(floor)
     pix = torch.cat([z0, z0.abs().mean(dim=1, keepdim=True), t[:, :1]], dim=1)
     abs_sd = _ABS_SD / k**0.5
     base = pix.shape[-2:]
@@ -215,7 +215,7 @@ def significance_map(
         if level:
             pix = pool2(pix)
         s = _blur(pix[:, : k + 1])
-        fit = _Bins(pix[:, k + 1 :], bins)  # one texture key per level, shared by its curves
+        fit = BinnedCurves(pix[:, k + 1 :], bins)  # one texture key per level, for all its curves
         white = _BLUR_GAIN / 2.0**level  # sd of this level's map for white unit noise
         # each level's spread, as a function of texture, measured on the pair
         sm = s[:, :k] / fit.curve(s[:, :k], spread=True, tail=tail).clamp_min(white)
