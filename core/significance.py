@@ -62,9 +62,13 @@ def _blur(x: torch.Tensor) -> torch.Tensor:
 def _texture(x: torch.Tensor, reach: int) -> torch.Tensor:
     """Local gradient energy of each channel of (N, C, H, W), spread over ``reach`` pixels
     (max filter, then blur): residue of blur and resampling reaches beyond the edge itself."""
-    gx = F.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1, 0, 0))
-    gy = F.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
-    g = gx.mul_(gx).addcmul_(gy, gy)
+    h, w = x.shape[-2:]
+    g = torch.zeros_like(x)  # squared forward differences, 0 past the last row/column
+    gy = torch.zeros_like(x)
+    torch.sub(x[..., :, 1:], x[..., :, : w - 1], out=g[..., :, : w - 1])
+    torch.sub(x[..., 1:, :], x[..., : h - 1, :], out=gy[..., : h - 1, :])
+    g.mul_(g).addcmul_(gy, gy)
+    del gy
     if reach:  # a separable (2 reach + 1)^2 max filter over what exists at the borders
         for dim in (-1, -2):
             n = g.shape[dim]
