@@ -41,7 +41,13 @@ def _opponent(x: torch.Tensor) -> torch.Tensor:
     if x.shape[1] != 3:
         return x
     r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
-    return torch.cat([(r + g + b) / 3.0, (r - g) / 2.0, (r + g - 2.0 * b) / 4.0], dim=1)
+    out = torch.empty_like(x)
+    lum, rg, yb = out[:, 0:1], out[:, 1:2], out[:, 2:3]
+    torch.add(r, g, out=yb)
+    torch.add(yb, b, out=lum).div_(3.0)  # (r + g + b) / 3
+    torch.sub(r, g, out=rg).mul_(0.5)  # (r - g) / 2
+    yb.sub_(b, alpha=2.0).mul_(0.25)  # (r + g - 2 b) / 4
+    return out
 
 
 def _blur(x: torch.Tensor) -> torch.Tensor:
