@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from .metrics import MetricOutput
-from .numeric import argsort_last, pool2, sort_last
+from .numeric import argsort_last, band_rows, pool2, sort_last
 from .strategies import STRATEGIES, BoundMetric
 
 __all__ = ["SIGNIFICANCE_UNIT", "BinnedCurves", "significance", "significance_map"]
@@ -86,6 +86,26 @@ def _texture(x: torch.Tensor, reach: int) -> torch.Tensor:
                               out=m.narrow(dim, 0, n - 1))
                 g = m
     return _blur(g)
+
+
+def _pair_texture(a: torch.Tensor, b: torch.Tensor, reach: int, mode: str) -> torch.Tensor:
+    """The texture key of a pair (``mode``: min, ref or geomean of the two), in bands of rows
+    on the CPU (cache-sized temporaries, none full-size; the halo makes bands exact)."""
+    h = a.shape[-2]
+    halo = reach + 2  # gradient (1 row) + max filter (reach) + blur (1)
+    rows = 8 * band_rows(a, halo)
+    out = torch.empty_like(a) if rows < h else None
+    for i in range(0, h, rows):
+        lo, hi = max(0, i - halo), min(h, i + rows + halo)
+        tt = _texture(a[..., lo:hi, :], reach)
+        if mode != "ref":
+            tb = _texture(b[..., lo:hi, :], reach)
+            tt = torch.minimum(tt, tb, out=tt) if mode == "min" else tt.mul_(tb).sqrt_()
+        if out is None:
+            return tt
+        out[..., i : i + rows, :] = tt[..., i - lo : i - lo + rows, :]
+    assert out is not None
+    return out
 
 
 def _sample(x: torch.Tensor) -> torch.Tensor:
@@ -203,18 +223,17 @@ def significance_map(
         a, b = pool2(a), pool2(b)
     d = b - a
     if tone:  # an image-wide tone change (and clipping at black or white) explains
-        d = d - BinnedCurves(a, max(1, bins // 2)).curve(d, spread=False)
+        d = d.sub_(BinnedCurves(a, max(1, bins // 2)).curve(d, spread=False))
     a, b, d = _opponent(a), _opponent(b), _opponent(d)
     k = a.shape[1]
-    ta, tb = _texture(torch.cat([a, b]), reach).chunk(2)
-    tt = torch.minimum(ta, tb) if texture == "min" else ta if texture == "ref" else (ta * tb).sqrt()
+    tt = _pair_texture(a, b, reach, texture)
     if border and min(tt.shape[-2:]) > 2 * border:  # filters pad differently at the borders
-        top = tt.amax(dim=(-2, -1), keepdim=True).expand_as(tt)
-        edge = torch.ones_like(tt[:1, :1], dtype=torch.bool)
-        edge[..., border:-border, border:-border] = False
-        tt = torch.where(edge, top, tt)
-    t = torch.log(tt + 1e-10)
-    z0 = d / BinnedCurves(t, bins).curve(d, spread=True).clamp_min(floor)
+        top = tt.amax(dim=(-2, -1), keepdim=True)
+        for dim in (-2, -1):
+            for side in (tt.narrow(dim, 0, border), tt.narrow(dim, tt.shape[dim] - border, border)):
+                side.copy_(top.expand_as(side))
+    t = tt.add_(1e-10).log_()
+    z0 = d.div_(BinnedCurves(t, bins).curve(d, spread=True).clamp_min(floor))
     pix = torch.cat([z0, z0.abs().mean(dim=1, keepdim=True), t[:, :1]], dim=1)
     abs_sd = _ABS_SD / k**0.5
     base = pix.shape[-2:]
@@ -235,7 +254,8 @@ def significance_map(
         z = torch.maximum(mean_z, energy_z.clamp_min(0))
         if level:  # coarse evidence only where finer evidence supports it
             z = F.interpolate(z, size=base, mode="bilinear", align_corners=False)
-            out = torch.maximum(out, torch.minimum(z, gain * out))
+            capped = torch.minimum(z, out * gain, out=z)
+            out = torch.maximum(out, capped, out=out)
         else:
             out = z
     assert out is not None
