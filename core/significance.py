@@ -143,12 +143,19 @@ class BinnedCurves:
         steps = torch.linspace(0.0, 1.0, _LUT + 1, device=key.device, dtype=key.dtype)
         self.grid = (c0 + span * steps).contiguous()  # (N, Kk, _LUT + 1)
         scale = 2.0 / span.clamp_min(1e-12)
-        # grid_sample's coordinates: -1 at the first centre, +1 at the last (clamped beyond)
-        flat = key.reshape(n * kk, 1, -1, 1)
-        self.coords = coords = flat.new_zeros(n * kk, 1, flat.shape[2], 2)  # (N Kk, 1, P, 2)
+        self.key, self.c0, self.scale = key, c0.reshape(n * kk, 1, 1, 1), scale
+        self.coords: torch.Tensor | None = None  # the whole key's, once asked for
+
+    def _coords(self, lo: int, hi: int) -> torch.Tensor:
+        """grid_sample coordinates (N Kk, 1, P, 2) of the key's rows lo:hi: -1 at the first
+        centre, +1 at the last (clamped beyond), 0 on the dummy axis."""
+        n, kk = self.key.shape[:2]
+        flat = self.key[..., lo:hi, :].reshape(n * kk, 1, -1, 1)
+        coords = flat.new_zeros(n * kk, 1, flat.shape[2], 2)
         x = coords[..., :1]
-        torch.sub(flat, c0.reshape(n * kk, 1, 1, 1), out=x)
-        x.mul_(scale.reshape(n * kk, 1, 1, 1)).sub_(1.0).clamp_(-1.0, 1.0)
+        torch.sub(flat, self.c0, out=x)
+        x.mul_(self.scale.reshape(n * kk, 1, 1, 1)).sub_(1.0).clamp_(-1.0, 1.0)
+        return coords
 
     def fit(self, val: torch.Tensor, spread: bool, tail: bool = False) -> torch.Tensor:
         """One robust value per bin (N, K, B) of ``val`` (N, K, H, W); see ``curve``."""
@@ -188,9 +195,20 @@ class BinnedCurves:
         table = s0 + (stat.gather(2, hi) - s0) * wgt  # (N, K, _LUT + 1)
         table[..., -1] = stat[..., -1]  # at and above the last centre (also a single centre)
         table = table.reshape(n * kk, k // kk, 1, _LUT + 1)
-        out = F.grid_sample(table, self.coords, mode="bilinear", padding_mode="border",
-                            align_corners=True)  # linear between grid points, one pass
-        return out.view(val.shape)
+        h = val.shape[-2]
+        rows = 8 * band_rows(val)  # in bands on the CPU: no full-size coordinates held
+        if rows >= h:
+            if self.coords is None:
+                self.coords = self._coords(0, h)
+            out = F.grid_sample(table, self.coords, mode="bilinear", padding_mode="border",
+                                align_corners=True)  # linear between grid points, one pass
+            return out.view(val.shape)
+        out = torch.empty_like(val)
+        for i in range(0, h, rows):
+            band = F.grid_sample(table, self._coords(i, i + rows), mode="bilinear",
+                                 padding_mode="border", align_corners=True)
+            out[..., i : i + rows, :] = band.view(n, k, -1, val.shape[-1])
+        return out
 
 
 def _robust_z(x: torch.Tensor, floor_sd: float, centre: bool = True) -> torch.Tensor:
