@@ -17,6 +17,7 @@ __all__ = [
     "BAND_ELEMENTS",
     "SHIFT_ADD_MAX_RADIUS",
     "Reduction",
+    "argsort_last",
     "band_rows",
     "channel_plane",
     "downsample",
@@ -25,10 +26,12 @@ __all__ = [
     "gaussian_window",
     "label_components",
     "otsu_threshold",
+    "pool2",
     "quantile",
     "reduce_channels",
     "reflect_index",
     "separable_conv2d",
+    "sort_last",
     "squared_error_sum",
     "stretch",
     "upsample",
@@ -188,6 +191,33 @@ def upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     y = F.interpolate(x.reshape(-1, 1, *shape[-2:]), size=size, mode="bilinear",
                       align_corners=False)
     return y.reshape(*shape[:-2], *size)
+
+
+def pool2(x: torch.Tensor) -> torch.Tensor:
+    """2x2 means of (N, C, H, W), an odd last row/column averaged over what exists (the same
+    as ``avg_pool2d(x, 2, ceil_mode=True)``, ~3x faster on the CPU): one pyramid octave."""
+    h, w = x.shape[-2:]
+    if h % 2 or w % 2:
+        x = F.pad(x, (0, w % 2, 0, h % 2), mode="replicate")
+    n, c, h, w = x.shape
+    r = x.reshape(n, c, h, w // 2, 2)
+    r = (r[..., 0] + r[..., 1]).view(n, c, h // 2, 2, w // 2)
+    return (r[:, :, :, 0] + r[:, :, :, 1]).mul_(0.25)
+
+
+def sort_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` sorted along its last dimension (NumPy's SIMD sort on the CPU, ~20x torch's)."""
+    if x.device.type != "cpu":
+        return x.sort(dim=-1).values
+    return torch.from_numpy(np.sort(x.detach().numpy(), axis=-1))
+
+
+def argsort_last(x: torch.Tensor) -> torch.Tensor:
+    """Argsort of ``x`` along its last dimension (NumPy's SIMD sort on the CPU, ~6x torch's;
+    ties come in an unspecified order)."""
+    if x.device.type != "cpu":
+        return x.argsort(dim=-1)
+    return torch.from_numpy(np.argsort(x.detach().numpy(), axis=-1))
 
 
 def squared_error_sum(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

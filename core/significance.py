@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from .metrics import MetricOutput
+from .numeric import argsort_last, band_rows, pool2, sort_last
 from .strategies import STRATEGIES, BoundMetric
 
-__all__ = ["SIGNIFICANCE_UNIT", "significance", "significance_map"]
+__all__ = ["SIGNIFICANCE_UNIT", "BinnedCurves", "significance", "significance_map"]
 
 #: the unit of the map, named on colorbars
 SIGNIFICANCE_UNIT = "significance (robust sigmas)"
@@ -32,6 +33,7 @@ _MAD = 1.4826  # MAD -> standard deviation of a normal distribution
 _BLUR_GAIN = 0.375  # sd gain of the 2-D [1, 2, 1] / 4 blur on white noise (6/16 per axis)
 _ABS_MEAN, _ABS_SD = 0.7979, 0.6028  # mean and sd of |z| for z ~ N(0, 1)
 _SAMPLES = 16384  # pixels sampled for the robust statistics
+_LUT = 1024  # cells of the uniform grid a fitted curve is looked up on (per key)
 
 
 def _opponent(x: torch.Tensor) -> torch.Tensor:
@@ -39,29 +41,71 @@ def _opponent(x: torch.Tensor) -> torch.Tensor:
     if x.shape[1] != 3:
         return x
     r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
-    return torch.cat([(r + g + b) / 3.0, (r - g) / 2.0, (r + g - 2.0 * b) / 4.0], dim=1)
+    out = torch.empty_like(x)
+    lum, rg, yb = out[:, 0:1], out[:, 1:2], out[:, 2:3]
+    torch.add(r, g, out=yb)
+    torch.add(yb, b, out=lum).div_(3.0)  # (r + g + b) / 3
+    torch.sub(r, g, out=rg).mul_(0.5)  # (r - g) / 2
+    yb.sub_(b, alpha=2.0).mul_(0.25)  # (r + g - 2 b) / 4
+    return out
 
 
 def _blur(x: torch.Tensor) -> torch.Tensor:
     """Separable 3-tap binomial blur [1, 2, 1] / 4, replicate borders (shifted adds)."""
-    h, w = x.shape[-2:]
-    y = F.pad(x, (1, 1, 1, 1), mode="replicate")
-    r = (y[..., 0:w] + y[..., 2 : w + 2]) * 0.25 + y[..., 1 : w + 1] * 0.5
-    return (r[..., 0:h, :] + r[..., 2 : h + 2, :]) * 0.25 + r[..., 1 : h + 1, :] * 0.5
+    for dim in (-1, -2):
+        if x.shape[dim] < 2:
+            continue
+        r = x * 0.5
+        n = x.shape[dim]
+        r.narrow(dim, 1, n - 1).add_(x.narrow(dim, 0, n - 1), alpha=0.25)
+        r.narrow(dim, 0, n - 1).add_(x.narrow(dim, 1, n - 1), alpha=0.25)
+        r.narrow(dim, 0, 1).add_(x.narrow(dim, 0, 1), alpha=0.25)
+        r.narrow(dim, n - 1, 1).add_(x.narrow(dim, n - 1, 1), alpha=0.25)
+        x = r
+    return x.clone() if x.shape[-1] < 2 and x.shape[-2] < 2 else x
 
 
 def _texture(x: torch.Tensor, reach: int) -> torch.Tensor:
     """Local gradient energy of each channel of (N, C, H, W), spread over ``reach`` pixels
     (max filter, then blur): residue of blur and resampling reaches beyond the edge itself."""
-    gx = F.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1, 0, 0))
-    gy = F.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
-    g = gx * gx + gy * gy
-    for _ in range(reach):  # a separable (2 reach + 1)^2 max filter, one pixel at a time
-        p = F.pad(g, (1, 1, 1, 1), mode="replicate")
-        g = torch.maximum(torch.maximum(p[..., 1:-1, :-2], p[..., 1:-1, 2:]), g)
-        p = F.pad(g, (0, 0, 1, 1), mode="replicate")
-        g = torch.maximum(torch.maximum(p[..., :-2, :], p[..., 2:, :]), g)
+    h, w = x.shape[-2:]
+    g = torch.zeros_like(x)  # squared forward differences, 0 past the last row/column
+    gy = torch.zeros_like(x)
+    torch.sub(x[..., :, 1:], x[..., :, : w - 1], out=g[..., :, : w - 1])
+    torch.sub(x[..., 1:, :], x[..., : h - 1, :], out=gy[..., : h - 1, :])
+    g.mul_(g).addcmul_(gy, gy)
+    del gy
+    if reach:  # a separable (2 reach + 1)^2 max filter over what exists at the borders
+        for dim in (-1, -2):
+            n = g.shape[dim]
+            for _ in range(min(reach, n - 1)):  # widen by one pixel each side per pass
+                m = g.clone()
+                torch.maximum(m.narrow(dim, 1, n - 1), g.narrow(dim, 0, n - 1),
+                              out=m.narrow(dim, 1, n - 1))
+                torch.maximum(m.narrow(dim, 0, n - 1), g.narrow(dim, 1, n - 1),
+                              out=m.narrow(dim, 0, n - 1))
+                g = m
     return _blur(g)
+
+
+def _pair_texture(a: torch.Tensor, b: torch.Tensor, reach: int, mode: str) -> torch.Tensor:
+    """The texture key of a pair (``mode``: min, ref or geomean of the two), in bands of rows
+    on the CPU (cache-sized temporaries, none full-size; the halo makes bands exact)."""
+    h = a.shape[-2]
+    halo = reach + 2  # gradient (1 row) + max filter (reach) + blur (1)
+    rows = 8 * band_rows(a, halo)
+    out = torch.empty_like(a) if rows < h else None
+    for i in range(0, h, rows):
+        lo, hi = max(0, i - halo), min(h, i + rows + halo)
+        tt = _texture(a[..., lo:hi, :], reach)
+        if mode != "ref":
+            tb = _texture(b[..., lo:hi, :], reach)
+            tt = torch.minimum(tt, tb, out=tt) if mode == "min" else tt.mul_(tb).sqrt_()
+        if out is None:
+            return tt
+        out[..., i : i + rows, :] = tt[..., i - lo : i - lo + rows, :]
+    assert out is not None
+    return out
 
 
 def _sample(x: torch.Tensor) -> torch.Tensor:
@@ -71,43 +115,100 @@ def _sample(x: torch.Tensor) -> torch.Tensor:
     return x[..., ::step, ::step].reshape(x.shape[0], x.shape[1], -1)
 
 
-def _curve(key: torch.Tensor, val: torch.Tensor, bins: int, spread: bool,
-           tail: bool = False) -> torch.Tensor:
-    """A per-pixel statistic of ``val`` (N, K, H, W) as a function of ``key`` (N, 1 or K, H, W),
-    fitted robustly on a subsample: sorted by key, cut into equal-count bins, one value per bin,
-    interpolated linearly between bin centres.
+def _order_stat(v: torch.Tensor, q: float) -> torch.Tensor:
+    """Quantile ``q`` of rows already sorted along the last dimension (linear interpolation,
+    as ``torch.quantile``)."""
+    pos = q * (v.shape[-1] - 1)
+    lo = int(pos)
+    hi = min(lo + 1, v.shape[-1] - 1)
+    return v[..., lo] + (v[..., hi] - v[..., lo]) * (pos - lo)
 
-    ``spread=False``: the bin's median (a tone curve). ``spread=True``: a sigma, the larger of
-    1.4826 * median|val| and q75|val| / 1.15 (both sigma for normal residue; the quantile keeps
-    quantised, mostly-zero residue from reading as noiseless); with ``tail`` also q90|val| /
-    1.645, so heavy-tailed residue widens it.
-    """
-    n, k = val.shape[:2]
-    kk = key.shape[1]
-    ks, vs = _sample(key), _sample(val)  # (N, Kk, S), (N, K, S)
-    b = max(1, min(bins, ks.shape[-1] // 8))
-    per = ks.shape[-1] // b
-    order = ks.argsort(dim=-1)[..., : per * b].expand(n, k, -1)
-    ksort = ks.expand(n, k, -1).gather(2, order).view(n, k, b, per)
-    vsort = vs.gather(2, order).view(n, k, b, per)
-    if spread:
-        vsort = vsort.abs()
-        q = torch.quantile(vsort, torch.tensor([0.5, 0.75, 0.9], dtype=val.dtype), dim=-1)
-        stat = torch.maximum(q[0] * _MAD, q[1] / 1.1503)
+
+class BinnedCurves:
+    """Equal-count bins of a key (N, Kk, H, W), cut on a subsample, and each pixel's place on
+    a uniform grid of _LUT cells over the bin centres: shared by every curve fitted against
+    the same key, so a curve costs one small sort and two gathers, not a full-size search."""
+
+    def __init__(self, key: torch.Tensor, bins: int) -> None:
+        n, kk = key.shape[:2]
+        ks = _sample(key)
+        self.b = b = max(1, min(bins, ks.shape[-1] // 8))
+        self.per = per = ks.shape[-1] // b
+        self.order = argsort_last(ks)[..., : per * b].to(key.device)
+        ksort = ks.gather(2, self.order).view(n, kk, b, per)
+        self.centres = ksort[..., (per - 1) // 2].contiguous()  # (N, Kk, B), the bin medians
+        if b == 1:
+            return
+        c0, span = self.centres[..., :1], self.centres[..., -1:] - self.centres[..., :1]
+        steps = torch.linspace(0.0, 1.0, _LUT + 1, device=key.device, dtype=key.dtype)
+        self.grid = (c0 + span * steps).contiguous()  # (N, Kk, _LUT + 1)
+        scale = 2.0 / span.clamp_min(1e-12)
+        self.key, self.c0, self.scale = key, c0.reshape(n * kk, 1, 1, 1), scale
+        self.coords: torch.Tensor | None = None  # the whole key's, once asked for
+
+    def _coords(self, lo: int, hi: int) -> torch.Tensor:
+        """grid_sample coordinates (N Kk, 1, P, 2) of the key's rows lo:hi: -1 at the first
+        centre, +1 at the last (clamped beyond), 0 on the dummy axis."""
+        n, kk = self.key.shape[:2]
+        flat = self.key[..., lo:hi, :].reshape(n * kk, 1, -1, 1)
+        coords = flat.new_zeros(n * kk, 1, flat.shape[2], 2)
+        x = coords[..., :1]
+        torch.sub(flat, self.c0, out=x)
+        x.mul_(self.scale.reshape(n * kk, 1, 1, 1)).sub_(1.0).clamp_(-1.0, 1.0)
+        return coords
+
+    def fit(self, val: torch.Tensor, spread: bool, tail: bool = False) -> torch.Tensor:
+        """One robust value per bin (N, K, B) of ``val`` (N, K, H, W); see ``curve``."""
+        n, k = val.shape[:2]
+        order = self.order.expand(n, k, -1) if self.order.shape[1] != k else self.order
+        v = _sample(val).gather(2, order).view(n, k, self.b, self.per)
+        v = sort_last(v.abs() if spread else v).to(val.device)
+        if not spread:
+            return v[..., (self.per - 1) // 2]  # the (lower) median, as torch.median
+        stat = torch.maximum(_order_stat(v, 0.5) * _MAD, _order_stat(v, 0.75) / 1.1503)
         if tail:  # heavier-than-normal tails widen the sigma (q90 of |normal| = 1.645 sigma)
-            stat = torch.maximum(stat, q[2] / 1.6449)
-    else:
-        stat = vsort.median(dim=-1).values  # (N, K, B)
-    if b == 1:
-        return stat.view(n, k, 1, 1).expand_as(val)
-    centres = ksort.median(dim=-1).values.contiguous()  # (N, K, B), non-decreasing
-    flat = key.reshape(n, kk, -1).expand(n, k, -1).contiguous()
-    hi = torch.searchsorted(centres, flat).clamp(1, b - 1)
-    lo = hi - 1
-    c0, c1 = centres.gather(2, lo), centres.gather(2, hi)
-    wgt = ((flat - c0) / (c1 - c0).clamp_min(1e-12)).clamp(0.0, 1.0)
-    s0, s1 = stat.gather(2, lo), stat.gather(2, hi)
-    return (s0 + (s1 - s0) * wgt).view(val.shape)
+            stat = torch.maximum(stat, _order_stat(v, 0.9) / 1.6449)
+        return stat
+
+    def curve(self, val: torch.Tensor, spread: bool, tail: bool = False) -> torch.Tensor:
+        """A per-pixel statistic of ``val`` (N, K, H, W) as a function of the key, fitted
+        robustly on the subsample, linear between bin centres (constant beyond them).
+
+        ``spread=False``: the bin's median (a tone curve). ``spread=True``: a sigma, the larger
+        of 1.4826 * median|val| and q75|val| / 1.15 (both sigma for normal residue; the
+        quantile keeps quantised, mostly-zero residue from reading as noiseless); with ``tail``
+        also q90|val| / 1.645, so heavy-tailed residue widens it.
+        """
+        n, k = val.shape[:2]
+        stat = self.fit(val, spread, tail)
+        if self.b == 1:
+            return stat.view(n, k, 1, 1).expand_as(val)
+        kk = self.centres.shape[1]
+        centres, grid = self.centres, self.grid
+        if kk != k:
+            centres, grid = centres.expand(n, k, -1).contiguous(), grid.expand(n, k, -1)
+        hi = torch.searchsorted(centres, grid.contiguous()).clamp_(1, self.b - 1)  # exact
+        lo = hi - 1
+        c0, c1 = centres.gather(2, lo), centres.gather(2, hi)
+        wgt = ((grid - c0) / (c1 - c0).clamp_min(1e-12)).clamp_(0.0, 1.0)
+        s0 = stat.gather(2, lo)
+        table = s0 + (stat.gather(2, hi) - s0) * wgt  # (N, K, _LUT + 1)
+        table[..., -1] = stat[..., -1]  # at and above the last centre (also a single centre)
+        table = table.reshape(n * kk, k // kk, 1, _LUT + 1)
+        h = val.shape[-2]
+        rows = 8 * band_rows(val)  # in bands on the CPU: no full-size coordinates held
+        if rows >= h:
+            if self.coords is None:
+                self.coords = self._coords(0, h)
+            out = F.grid_sample(table, self.coords, mode="bilinear", padding_mode="border",
+                                align_corners=True)  # linear between grid points, one pass
+            return out.view(val.shape)
+        out = torch.empty_like(val)
+        for i in range(0, h, rows):
+            band = F.grid_sample(table, self._coords(i, i + rows), mode="bilinear",
+                                 padding_mode="border", align_corners=True)
+            out[..., i : i + rows, :] = band.view(n, k, -1, val.shape[-1])
+        return out
 
 
 def _robust_z(x: torch.Tensor, floor_sd: float, centre: bool = True) -> torch.Tensor:
@@ -137,21 +238,20 @@ def significance_map(
     h, w = ref.shape[-2:]
     a, b = ref.float(), cand.float()
     if min(h, w) >= 2:  # the base grid: 2x2 means (edits of interest are >= 8 px)
-        a, b = F.avg_pool2d(a, 2, ceil_mode=True), F.avg_pool2d(b, 2, ceil_mode=True)
+        a, b = pool2(a), pool2(b)
     d = b - a
     if tone:  # an image-wide tone change (and clipping at black or white) explains
-        d = d - _curve(a, d, max(1, bins // 2), spread=False)
+        d = d.sub_(BinnedCurves(a, max(1, bins // 2)).curve(d, spread=False))
     a, b, d = _opponent(a), _opponent(b), _opponent(d)
     k = a.shape[1]
-    ta, tb = _texture(a, reach), _texture(b, reach)
-    tt = torch.minimum(ta, tb) if texture == "min" else ta if texture == "ref" else (ta * tb).sqrt()
+    tt = _pair_texture(a, b, reach, texture)
     if border and min(tt.shape[-2:]) > 2 * border:  # filters pad differently at the borders
-        top = tt.amax(dim=(-2, -1), keepdim=True).expand_as(tt)
-        edge = torch.ones_like(tt[:1, :1], dtype=torch.bool)
-        edge[..., border:-border, border:-border] = False
-        tt = torch.where(edge, top, tt)
-    t = torch.log(tt + 1e-10)
-    z0 = d / _curve(t, d, bins, spread=True).clamp_min(floor)
+        top = tt.amax(dim=(-2, -1), keepdim=True)
+        for dim in (-2, -1):
+            for side in (tt.narrow(dim, 0, border), tt.narrow(dim, tt.shape[dim] - border, border)):
+                side.copy_(top.expand_as(side))
+    t = tt.add_(1e-10).log_()
+    z0 = d.div_(BinnedCurves(t, bins).curve(d, spread=True).clamp_min(floor))
     pix = torch.cat([z0, z0.abs().mean(dim=1, keepdim=True), t[:, :1]], dim=1)
     abs_sd = _ABS_SD / k**0.5
     base = pix.shape[-2:]
@@ -160,19 +260,20 @@ def significance_map(
         if level and min(pix.shape[-2:]) < 2:
             break
         if level:
-            pix = F.avg_pool2d(pix, 2, ceil_mode=True)
+            pix = pool2(pix)
         s = _blur(pix[:, : k + 1])
-        tl = pix[:, k + 1 :]
+        fit = BinnedCurves(pix[:, k + 1 :], bins)  # one texture key per level, for all its curves
         white = _BLUR_GAIN / 2.0**level  # sd of this level's map for white unit noise
         # each level's spread, as a function of texture, measured on the pair
-        sm = s[:, :k] / _curve(tl, s[:, :k], bins, spread=True, tail=tail).clamp_min(white)
+        sm = s[:, :k] / fit.curve(s[:, :k], spread=True, tail=tail).clamp_min(white)
         mean_z = _chi_to_z((sm * sm).sum(dim=1, keepdim=True), k).clamp_min(0)
-        e = s[:, k:] - _curve(tl, s[:, k:], bins, spread=False)
-        energy_z = (e / _curve(tl, e, bins, spread=True, tail=tail).clamp_min(abs_sd * white))
+        e = s[:, k:] - fit.curve(s[:, k:], spread=False)
+        energy_z = (e / fit.curve(e, spread=True, tail=tail).clamp_min(abs_sd * white))
         z = torch.maximum(mean_z, energy_z.clamp_min(0))
         if level:  # coarse evidence only where finer evidence supports it
             z = F.interpolate(z, size=base, mode="bilinear", align_corners=False)
-            out = torch.maximum(out, torch.minimum(z, gain * out))
+            capped = torch.minimum(z, out * gain, out=z)
+            out = torch.maximum(out, capped, out=out)
         else:
             out = z
     assert out is not None

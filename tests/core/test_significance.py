@@ -233,3 +233,65 @@ def test_heatmap_of_a_significance_map_uses_fixed_units(astronaut: np.ndarray) -
     # a pair without a difference looks empty: nearly all of it the colormap's first colour
     assert (np.abs(img_clean.astype(int) - black).sum(-1) < 30).mean() > 0.95
     assert (np.abs(img_edit[100:140, 100:140].astype(int) - black).sum(-1) > 100).mean() > 0.5
+
+
+def _reference_curve(key: torch.Tensor, val: torch.Tensor, bins: int, spread: bool,
+                     tail: bool = False) -> torch.Tensor:
+    """The robust per-bin curve written plainly (torch sorts, ``torch.quantile``, a per-pixel
+    ``searchsorted``), on the same regular subsample as the strategy's."""
+    n, k = val.shape[:2]
+    kk = key.shape[1]
+    step = max(1, int((key.shape[-2] * key.shape[-1] / 16384) ** 0.5))
+    ks = key[..., ::step, ::step].reshape(n, kk, -1)
+    vs = val[..., ::step, ::step].reshape(n, k, -1)
+    b = max(1, min(bins, ks.shape[-1] // 8))
+    per = ks.shape[-1] // b
+    order = ks.argsort(dim=-1)[..., : per * b].expand(n, k, -1)
+    ksort = ks.expand(n, k, -1).gather(2, order).view(n, k, b, per)
+    vsort = vs.gather(2, order).view(n, k, b, per)
+    if spread:
+        q = torch.quantile(vsort.abs(), torch.tensor([0.5, 0.75, 0.9]), dim=-1)
+        stat = torch.maximum(q[0] * 1.4826, q[1] / 1.1503)
+        if tail:
+            stat = torch.maximum(stat, q[2] / 1.6449)
+    else:
+        stat = vsort.median(dim=-1).values
+    centres = ksort.median(dim=-1).values.contiguous()
+    flat = key.reshape(n, kk, -1).expand(n, k, -1).contiguous()
+    hi = torch.searchsorted(centres, flat).clamp(1, b - 1)
+    c0, c1 = centres.gather(2, hi - 1), centres.gather(2, hi)
+    wgt = ((flat - c0) / (c1 - c0).clamp_min(1e-12)).clamp(0.0, 1.0)
+    s0, s1 = stat.gather(2, hi - 1), stat.gather(2, hi)
+    return (s0 + (s1 - s0) * wgt).view(val.shape)
+
+
+@pytest.mark.parametrize("channels", [(1, 3), (3, 3), (1, 1)])
+@pytest.mark.parametrize("spread,tail", [(False, False), (True, False), (True, True)])
+def test_binned_curves_equal_a_plain_reference(channels: tuple[int, int], spread: bool,
+                                               tail: bool) -> None:
+    from core.significance import BinnedCurves
+
+    kk, k = channels
+    gen = torch.Generator().manual_seed(7)
+    key = torch.randn(2, kk, 300, 260, generator=gen) * 2.0  # continuous: no ties
+    # residue whose spread and offset grow with the key (as codec residue with texture)
+    val = (torch.randn(2, k, 300, 260, generator=gen) * (0.01 + 0.02 * key.sigmoid())
+           + 0.005 * key)
+    fast = BinnedCurves(key, 16).curve(val, spread=spread, tail=tail)
+    ref = _reference_curve(key, val, 16, spread, tail)
+    scale = float(ref.abs().max())
+    torch.testing.assert_close(fast, ref, rtol=0, atol=2e-3 * scale)
+    assert float((fast - ref).abs().mean()) < 2e-4 * scale
+
+
+def test_pool2_equals_avg_pool_with_ceil_mode() -> None:
+    from core.numeric import argsort_last, pool2, sort_last
+
+    gen = torch.Generator().manual_seed(1)
+    for shape in [(1, 3, 7, 5), (2, 1, 6, 9), (1, 2, 64, 64), (1, 1, 2, 3)]:
+        x = torch.rand(shape, generator=gen)
+        ref = torch.nn.functional.avg_pool2d(x, 2, ceil_mode=True)
+        torch.testing.assert_close(pool2(x), ref, rtol=0, atol=1e-6)
+    x = torch.rand(3, 4, 500, generator=gen)
+    assert torch.equal(sort_last(x), x.sort(dim=-1).values)
+    assert torch.equal(x.gather(-1, argsort_last(x)), x.sort(dim=-1).values)
