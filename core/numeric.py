@@ -25,6 +25,7 @@ __all__ = [
     "gaussian_blur",
     "gaussian_window",
     "label_components",
+    "label_stats",
     "otsu_threshold",
     "pool2",
     "quantile",
@@ -299,6 +300,21 @@ def label_components(mask: np.ndarray, connectivity: int = 8) -> tuple[np.ndarra
     structure = ndimage.generate_binary_structure(2, 2 if connectivity == 8 else 1)
     labels, count = ndimage.label(np.asarray(mask, dtype=bool), structure=structure)
     return labels.astype(np.int32, copy=False), int(count)
+
+
+def label_stats(labels: np.ndarray, values: np.ndarray, count: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(area, sum, max) of ``values`` per component 1..count of ``labels``: one pass over the
+    labelled pixels only (bincount and torch's scatter-max: no sort, no Python loop)."""
+    flat = labels.ravel()
+    nz = np.flatnonzero(flat)
+    lab = flat[nz].astype(np.int64)
+    val = np.asarray(values, dtype=np.float32).ravel()[nz]
+    area = np.bincount(lab, minlength=count + 1)[1:]
+    total = np.bincount(lab, weights=val, minlength=count + 1)[1:]
+    peak = torch.full((count + 1,), -torch.inf).scatter_reduce_(
+        0, torch.from_numpy(lab), torch.from_numpy(val), reduce="amax")[1:]
+    return area, total, peak.double().numpy()
 
 
 def reduce_channels(x: ArrayT, reduction: Reduction = "max", axis: int = 0) -> ArrayT:

@@ -18,7 +18,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
-from .numeric import channel_plane, label_components, otsu_threshold
+from .numeric import channel_plane, label_components, label_stats, otsu_threshold
 from .results import Region
 
 __all__ = ["Region", "RegionsConfig", "confidence", "find_regions", "hysteresis_components",
@@ -59,8 +59,8 @@ def hysteresis_components(m: np.ndarray, low: float, connectivity: int = 8,
     faint surroundings into its neighbours."""
     labels, count = label_components(m > low, connectivity)
     if relative > 0 and count:
-        peak = ndimage.maximum(m, labels, np.arange(1, count + 1))
-        cut = np.concatenate([[np.inf], np.maximum(low, relative * np.asarray(peak))])
+        peak = label_stats(labels, m, count)[2]
+        cut = np.concatenate([[np.inf], np.maximum(low, relative * peak)]).astype(np.float32)
         labels, count = label_components(m > cut[labels], connectivity)
     return labels, count
 
@@ -92,10 +92,7 @@ def _ranked(m: np.ndarray, cfg: RegionsConfig) -> Ranked | None:
         labels, count = label_components(m > _threshold(m, cfg), cfg.connectivity)
     if count == 0:
         return None
-    index = np.arange(1, count + 1)
-    area = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    mass = np.asarray(ndimage.sum_labels(m, labels, index), dtype=np.float64)
-    peak = np.asarray(ndimage.maximum(m, labels, index), dtype=np.float64)
+    area, mass, peak = label_stats(labels, m, count)
     keep = area >= cfg.min_area
     if cfg.threshold == "hysteresis":  # a core above high; the strongest core first
         keep = np.flatnonzero(keep & (peak > cfg.high))

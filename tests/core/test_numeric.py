@@ -142,3 +142,19 @@ def test_pyramid_helpers_keep_means_and_shapes() -> None:
     assert small.shape == (2, 16, 12)
     torch.testing.assert_close(small.mean(dim=(1, 2)), m.mean(dim=(1, 2)))
     assert upsample(small, (64, 48)).shape == m.shape
+
+
+def test_label_stats_match_scipy() -> None:
+    """Area, sum and max per component equal scipy.ndimage's (independent implementation)."""
+    from scipy import ndimage
+
+    from core.numeric import label_stats
+
+    rng = np.random.default_rng(5)
+    values = rng.normal(size=(120, 90)).astype(np.float32)
+    labels, count = label_components(values > 0.8)
+    area, total, peak = label_stats(labels, values, count)
+    index = np.arange(1, count + 1)
+    np.testing.assert_array_equal(area, ndimage.sum_labels(np.ones_like(values), labels, index))
+    np.testing.assert_allclose(total, ndimage.sum_labels(values, labels, index), rtol=1e-5)
+    np.testing.assert_array_equal(peak, ndimage.maximum(values, labels, index))
