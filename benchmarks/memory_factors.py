@@ -8,7 +8,7 @@ and one request's whole path runs as the service runs it: header peek, decoding 
 Factor = (VmHWM - VmRSS before) / input units. Printed as a table and as the Python dict
 that ``service/budget.py`` stores.
 
-    python -m benchmarks.memory_factors [--sizes 1024 2048]
+    python -m benchmarks.memory_factors [--sizes 1024 2048] [--only significance,compare]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CASES = [(s, m) for s in ("difference", "gradient", "map")
+CASES = [(s, m) for s in ("significance", "difference", "gradient", "map")
          for m in ("mse", "psnr", "ssim", "ms-ssim")
          if not (s == "map" and m == "ms-ssim")] + [("compare", "ssim")]
 
@@ -91,11 +91,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048])
     parser.add_argument("--python", default=sys.executable)
+    parser.add_argument("--only", default="", help="comma-separated strategies to measure")
     args = parser.parse_args(argv)
     table: dict[str, float] = {}
     print(f"| strategy | metric | {' | '.join(f'factor @ {s}²' for s in args.sizes)} |")
     print("|---|---|" + "---|" * len(args.sizes))
+    only = set(filter(None, args.only.split(",")))
     for strategy, metric in CASES:
+        if only and strategy not in only:
+            continue
         factors = [measure(strategy, metric, s, args.python)["factor"] for s in args.sizes]
         table[f"{strategy}/{metric}"] = round(max(factors), 2)
         print(f"| {strategy} | {metric} | {' | '.join(f'{f:.2f}' for f in factors)} |",
