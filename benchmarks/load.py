@@ -13,11 +13,11 @@ that takes two at a time), ``mixed`` (small bursts plus slow clients that upload
 ~100 KB/s). Each is bounded by ``--seconds`` and ``--requests``.
 
 locust is a benchmark-only dependency, not in the project's: install it into its own
-environment (``python -m venv /work/bench-venv && /work/bench-venv/bin/pip install locust
+environment (``python -m venv .bench/load-venv && .bench/load-venv/bin/pip install locust
 numpy pillow``) and run this with that Python; the server runs with ``--server-python``
 (default: the project's .venv)::
 
-    /work/bench-venv/bin/python -m benchmarks.load [--scenario all] [--seconds 20]
+    .bench/load-venv/bin/python -m benchmarks.load [--scenario all] [--seconds 20]
         [--requests 600] [--users 48] [--queue-size 4] [--server-python PATH]
 """
 
@@ -49,8 +49,6 @@ from PIL import Image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SERVER_PYTHON = ROOT / ".venv" / "bin" / "python"
-if not DEFAULT_SERVER_PYTHON.exists():
-    DEFAULT_SERVER_PYTHON = Path("/work/main/.venv/bin/python")
 
 
 def pair(size: int) -> tuple[bytes, bytes]:
