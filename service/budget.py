@@ -192,11 +192,16 @@ class Reservation:
         self.factor = factor_for(None)
         self.units = 0  # input units reserved so far
         self.nbytes = 0
+        self.images = 0  # images reserved so far
+        self.expected = 1  # images the request will have (a diff: 2, of one size)
         self.refusal: Exception | None = None  # once refused, later images get the same
 
     def use(self, config: PipelineConfig, route: str = "diff") -> None:
-        """The pipeline is known: later images are reserved at its factor."""
+        """The pipeline is known: later images are reserved at its factor; a diff's two
+        images are one size, so the first one tells the whole pair's need."""
         self.factor = factor_for(config, route)
+        if route == "diff":
+            self.expected = 2
 
     def add(self, header: ImageHeader) -> None:
         """Reserve one more image's working memory before it is decoded."""
@@ -204,14 +209,18 @@ class Reservation:
             raise self.refusal
         nbytes = int(header.units * self.factor)
         whole = self.nbytes + nbytes
+        # the request's need: so far, plus images still to come at this one's size
+        need = whole + nbytes * max(0, self.expected - self.images - 1)
         try:
-            if whole > self.budget.total:  # the request's need so far, not one image's
+            if need > self.budget.total:  # alone too large: 413, whatever else is running
+                raise OverMemoryBudget(need, self.budget.total, self.budget.device)
                 raise OverMemoryBudget(whole, self.budget.total, self.budget.device)
             self.budget.reserve(nbytes, self.retry_after)
         except (OverMemoryBudget, MemoryFull) as exc:
             self.refusal = exc
             raise
         self.units += header.units
+        self.images += 1
         self.nbytes = whole
 
     def release(self) -> None:

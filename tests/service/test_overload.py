@@ -151,6 +151,23 @@ def test_a_host_budget_reservation_is_thread_safe():
     assert taken.count(True) == 100 and budget.reserved == 1000
 
 
+def test_a_diff_too_large_for_the_whole_budget_is_413_even_while_it_is_taken():
+    """The first image of a pair already tells the pair's need: a pair that could never fit
+    is 413 (not 503 to retry forever), even when other requests hold the budget."""
+    from service.budget import ImageHeader, Reservation
+    from service.errors import OverMemoryBudget
+
+    budget = MemoryBudget(3000, "host", Metrics())
+    budget.reserve(2000, 1)  # another request holds most of it
+    r = Reservation(budget)
+    r.use(PipelineConfig(), "diff")
+    one = ImageHeader(width=10, height=10, channels=1)
+    r.factor = 2000 / one.units  # each image of this pair needs 2000 bytes: 4000 > 3000
+    with pytest.raises(OverMemoryBudget) as info:
+        r.add(one)
+    assert info.value.status == 413 and budget.reserved == 2000
+
+
 # --- abandoned work, predictable waits ---------------------------------------------------
 
 
