@@ -13,7 +13,6 @@ import base64
 import io
 import json
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -38,6 +37,7 @@ from service.client import (
     ServiceConnectionError,
 )
 from tests.conftest import png as _png
+from tests.e2e.conftest import free_port
 
 PROBLEM = "application/problem+json"
 
@@ -181,18 +181,12 @@ def make_standin() -> FastAPI:
     return app
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def standin():
     import uvicorn
 
     app = make_standin()
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -400,7 +394,7 @@ def test_problem_errors_are_typed_and_not_retried(svc, sleeps):
 
 
 def test_unreachable_service(sleeps):
-    with Client(f"http://127.0.0.1:{_free_port()}", retries=2) as c:
+    with Client(f"http://127.0.0.1:{free_port()}", retries=2) as c:
         with pytest.raises(ServiceConnectionError, match="cannot reach"):
             c.diff(b"x", b"y")
         assert c.healthy() is False and c.ready() is False
@@ -543,33 +537,16 @@ def test_cli_diff_server_pair_and_directories(svc, tmp_path, capsys):
 def real_server(tmp_path_factory):
     """`python -m service` on a free port: two CPU workers (as two GPUs would be), no LPIPS
     weights."""
-    import os
+    from tests.e2e.conftest import Server
 
-    port = _free_port()
-    home = tmp_path_factory.mktemp("empty_torch_home")
-    env = {**os.environ, "DF_DEVICES": "cpu:0,cpu:1", "DF_QUEUE_SIZE": "8",
-           "TORCH_HOME": str(home),
-           "DF_ACCESS_LOG": "false", "DF_TORCH_THREADS": "1"}
-    root = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen([sys.executable, "-m", "service", "--port", str(port)], cwd=root,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
+    server = Server(tmp_path_factory.mktemp("server-logs"), DF_DEVICES="cpu:0,cpu:1",
+                    DF_QUEUE_SIZE="8", DF_TORCH_THREADS="1",
+                    TORCH_HOME=str(tmp_path_factory.mktemp("empty_torch_home")))
     try:
-        with Client(url) as c:
-            deadline = time.monotonic() + 60
-            while not c.ready():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    proc.kill()
-                    pytest.fail("service did not become ready: "
-                                + proc.stderr.read().decode(errors="replace")[-2000:])
-                time.sleep(0.1)
-        yield url
+        server.wait_ready(60)
+        yield server.url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        server.stop(20)
 
 
 def _photo_pair(astronaut: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -8,19 +8,13 @@ screenshots go to test-artifacts/ (git-ignored).
 from __future__ import annotations
 
 import io
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -37,43 +31,19 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``python -m service`` (uvicorn) on a free port: one CPU worker, no LPIPS weights."""
-    port = _free_port()
-    home = tmp_path_factory.mktemp("page_torch_home")
-    env = {**os.environ, "DF_DEVICES": "cpu", "TORCH_HOME": str(home),
-           "DF_ACCESS_LOG": "false", "DF_TORCH_THREADS": "1",
-           "DF_ALLOW_PRIVATE_URLS": "true"}  # the URL test serves images from 127.0.0.1
-    proc = subprocess.Popen([sys.executable, "-m", "service", "--port", str(port)], cwd=ROOT,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
+    from tests.e2e.conftest import Server
+
+    server = Server(tmp_path_factory.mktemp("server-logs"), DF_TORCH_THREADS="1",
+                    DF_ALLOW_PRIVATE_URLS="true",  # the URL test serves images from 127.0.0.1
+                    TORCH_HOME=str(tmp_path_factory.mktemp("page_torch_home")))
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("service did not become ready: "
-                            + proc.stderr.read().decode(errors="replace")[-2000:])
-            time.sleep(0.1)
-        yield url
+        server.wait_ready(60)
+        yield server.url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        server.stop(20)
 
 
 @pytest.fixture(scope="module")
