@@ -48,7 +48,8 @@ class LabelStudio:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.username = "tester@example.com"
-        self.password = secrets.token_urlsafe(12)
+        # hex, not urlsafe: a value starting with "-" would read as an option to argparse
+        self.password = "pw" + secrets.token_hex(12)
         self.legacy_token = secrets.token_hex(20)
         self.files_root = data_dir / "local-files"
         self.files_root.mkdir(parents=True, exist_ok=True)
@@ -63,7 +64,7 @@ class LabelStudio:
         self.proc = subprocess.Popen(
             [str(executable(venv)), "start", "--no-browser", "--internal-host", "127.0.0.1",
              "--port", str(self.port), "--host", self.url, "--username", self.username,
-             "--password", self.password, "--user-token", self.legacy_token,
+             f"--password={self.password}", f"--user-token={self.legacy_token}",
              "--enable-legacy-api-token"],
             cwd=data_dir, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
             stderr=subprocess.STDOUT, start_new_session=True)
