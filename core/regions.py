@@ -60,8 +60,9 @@ def hysteresis_components(m: np.ndarray, low: float, connectivity: int = 8,
     labels, count = label_components(m > low, connectivity)
     if relative > 0 and count:
         peak = label_stats(labels, m, count)[2]
-        cut = np.concatenate([[np.inf], np.maximum(low, relative * peak)]).astype(np.float32)
-        labels, count = label_components(m > cut[labels], connectivity)
+        if (relative * peak > low).any():  # else every cut is ``low``: the same components
+            cut = np.concatenate([[np.inf], np.maximum(low, relative * peak)])
+            labels, count = label_components(m > cut.astype(np.float32)[labels], connectivity)
     return labels, count
 
 
