@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -75,6 +76,17 @@ class Server:
                 self.proc.wait()
         self._log.close()
         return self.proc.returncode
+
+
+@contextmanager
+def running(log_dir: Path, timeout: float = 60.0, **env: str) -> Iterator[Server]:
+    """A ready :class:`Server` for the ``with`` block, stopped after it."""
+    server = Server(log_dir, **env)
+    try:
+        server.wait_ready(timeout)
+        yield server
+    finally:
+        server.stop(20)
 
 
 @pytest.fixture

@@ -537,16 +537,12 @@ def test_cli_diff_server_pair_and_directories(svc, tmp_path, capsys):
 def real_server(tmp_path_factory):
     """`python -m service` on a free port: two CPU workers (as two GPUs would be), no LPIPS
     weights."""
-    from tests.e2e.conftest import Server
+    from tests.e2e.conftest import running
 
-    server = Server(tmp_path_factory.mktemp("server-logs"), DF_DEVICES="cpu:0,cpu:1",
-                    DF_QUEUE_SIZE="8", DF_TORCH_THREADS="1",
-                    TORCH_HOME=str(tmp_path_factory.mktemp("empty_torch_home")))
-    try:
-        server.wait_ready(60)
+    with running(tmp_path_factory.mktemp("server-logs"), DF_DEVICES="cpu:0,cpu:1",
+                 DF_QUEUE_SIZE="8", DF_TORCH_THREADS="1",
+                 TORCH_HOME=str(tmp_path_factory.mktemp("empty_torch_home"))) as server:
         yield server.url
-    finally:
-        server.stop(20)
 
 
 def _photo_pair(astronaut: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -34,16 +34,12 @@ ARTIFACTS = ROOT / "test-artifacts"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``python -m service`` (uvicorn) on a free port: one CPU worker, no LPIPS weights."""
-    from tests.e2e.conftest import Server
+    from tests.e2e.conftest import running
 
-    server = Server(tmp_path_factory.mktemp("server-logs"), DF_TORCH_THREADS="1",
-                    DF_ALLOW_PRIVATE_URLS="true",  # the URL test serves images from 127.0.0.1
-                    TORCH_HOME=str(tmp_path_factory.mktemp("page_torch_home")))
-    try:
-        server.wait_ready(60)
+    with running(tmp_path_factory.mktemp("server-logs"), DF_TORCH_THREADS="1",
+                 DF_ALLOW_PRIVATE_URLS="true",  # the URL test serves images from 127.0.0.1
+                 TORCH_HOME=str(tmp_path_factory.mktemp("page_torch_home"))) as server:
         yield server.url
-    finally:
-        server.stop(20)
 
 
 @pytest.fixture(scope="module")
