@@ -25,6 +25,7 @@ from .images import (
     pair_directories,
     to_tensor,
 )
+from .memory import retain_freed_memory
 from .metrics import METRICS
 from .numeric import reduce_channels, squared_error_sum
 from .postprocess import POST_PROCESSORS
@@ -104,6 +105,7 @@ class Finder:
         except ValidationError as exc:  # a typed error for Python callers, paths kept
             raise ConfigError.from_validation(exc) from None
         self.device = resolve_device(device)
+        retain_freed_memory()  # large temporaries reused, not page-faulted anew (core.memory)
         cfg = self.config
         self._pre = self._bind(PRE_PROCESSORS, cfg.pre_processor)
         self._strategy = STRATEGIES.get(cfg.strategy["name"])

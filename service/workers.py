@@ -31,6 +31,7 @@ import torch
 
 from core.errors import Cancelled
 from core.finder import CancelCheck, resolve_device
+from core.memory import release_freed_memory
 
 from .budget import MemoryBudget
 from .errors import ClientDisconnected, DeadlineExceeded, OutOfMemory, QueueFull, WaitTooLong
@@ -167,6 +168,8 @@ class Worker:
                 job.settle(exc=exc)  # no-op if the job was already settled
                 with self.pool.lock:
                     self.busy = False
+            if self.pool.idle:  # freed blocks are kept for reuse while busy (core.memory)
+                release_freed_memory()
 
     def _handle(self, job: Job[Any]) -> None:
         try:
@@ -276,6 +279,12 @@ class WorkerPool:
     def ready(self) -> bool:
         return self._started and not self.closing and all(w.ready.is_set()
                                                           for w in self.workers)
+
+    @property
+    def idle(self) -> bool:
+        """No job queued or running on any worker."""
+        with self.lock:
+            return not any(w.load for w in self.workers)
 
     def _worker_ready(self) -> None:
         if all(w.ready.is_set() for w in self.workers):
