@@ -43,7 +43,7 @@ from pathlib import Path  # noqa: E402
 import gevent  # noqa: E402
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
-from locust import HttpUser, constant, task  # noqa: E402
+from locust import FastHttpUser, HttpUser, constant, task  # noqa: E402
 from locust.env import Environment  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -135,6 +135,12 @@ class Record:
 
     rows: list[tuple[int, float, bool, float | None]] = field(default_factory=list)
     errors: Counter = field(default_factory=Counter)
+    first: float | None = None  # perf_counter of the first request's start
+    last: float = 0.0  # ... and of the last answer
+
+    @property
+    def seconds(self) -> float:
+        return max(0.0, self.last - self.first) if self.first is not None else 0.0
 
 
 def service_ms(timing: str | None) -> float | None:
@@ -150,14 +156,19 @@ def service_ms(timing: str | None) -> float | None:
 
 
 def user_classes(body: tuple[bytes, str], slow_users: int, record: Record, limit: int,
-                 env_box: list[Environment]) -> list[type[HttpUser]]:
-    """A burst user (posts at once, again and again) and optionally slow uploaders."""
+                 backoff: bool) -> list[type[HttpUser]]:
+    """A burst user (posts at once, again and again) and optionally slow uploaders. With
+    ``backoff`` a refused user waits its Retry-After before trying again, as urllib3's
+    ``Retry`` does by default for 413/429/503; without, it retries at once (a storm)."""
 
-    def post(user: HttpUser, data, name: str) -> None:
+    def post(user: HttpUser | FastHttpUser, data, name: str) -> None:
         if len(record.rows) >= limit:
-            env_box[0].runner.quit()
+            gevent.sleep(0.05)  # the watcher stops the run
             return
+        retry_after = 0.0
         start = time.perf_counter()
+        if record.first is None:
+            record.first = start
         try:
             r = user.client.request("POST", "/v1/diff", data=data, name=name,
                                     headers={"Content-Type": body[1]}, timeout=120,
@@ -171,11 +182,16 @@ def user_classes(body: tuple[bytes, str], slow_users: int, record: Record, limit
                 else:
                     record.rows.append((resp.status_code, ms, "retry-after" in resp.headers,
                                         service_ms(resp.headers.get("server-timing"))))
+                    if resp.status_code in (429, 503) and backoff:
+                        retry_after = float(resp.headers.get("retry-after") or 1)
         except Exception as exc:  # a transport error outside locust's wrapper
             record.errors[type(exc).__name__] += 1
             record.rows.append((0, (time.perf_counter() - start) * 1e3, False, None))
+        record.last = time.perf_counter()
+        if retry_after:
+            gevent.sleep(retry_after)
 
-    class Burst(HttpUser):
+    class Burst(FastHttpUser):  # geventhttpclient: a fraction of requests' CPU per request
         wait_time = constant(0)
         weight = 10
 
@@ -207,9 +223,10 @@ def pct(values: list[float], q: float) -> float:
 
 
 def run_scenario(name: str, size: int, users: int, slow: int, budget: int | None,
-                 args: argparse.Namespace) -> bool:
+                 backoff: bool, args: argparse.Namespace) -> bool:
     body = multipart(*pair(size))
-    env = {"DF_QUEUE_SIZE": str(args.queue_size), "DF_CPU_WORKERS": str(args.workers)}
+    env = {"DF_QUEUE_SIZE": str(args.queue_size), "DF_CPU_WORKERS": str(args.workers),
+           **dict(kv.split("=", 1) for kv in args.env)}
     if budget:
         env["DF_MEMORY_BUDGET"] = str(budget)
     server = Server(args.server_python, **env)
@@ -220,12 +237,17 @@ def run_scenario(name: str, size: int, users: int, slow: int, budget: int | None
         idle = status_kib(server.proc.pid, "VmRSS") * 1024
         with open(f"/proc/{server.proc.pid}/clear_refs", "w") as f:
             f.write("5")  # the peak counts from here
-        box: list[Environment] = []
         environment = Environment(user_classes=user_classes(body, slow, record,
-                                                            args.requests, box),
+                                                            args.requests, backoff),
                                   host=server.url)
-        box.append(environment)
         runner = environment.create_local_runner()
+        spy = None
+        if args.profile:  # py-spy samples the server (every thread) while the load runs
+            spy = subprocess.Popen(
+                ["py-spy", "record", "--pid", str(server.proc.pid), "--threads", "--idle",
+                 "--format", "raw", "--output", f"{args.profile}.{name}.txt",
+                 "--duration", str(int(args.seconds) + 1)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         started = time.monotonic()
         runner.start(users + slow, spawn_rate=users + slow)
         health: list[float] = []
@@ -240,11 +262,20 @@ def run_scenario(name: str, size: int, users: int, slow: int, budget: int | None
                     record.errors["healthz"] += 1
                 gevent.sleep(0.05)
 
+        def watch() -> None:  # stop at the time or request limit, from outside the users
+            end = time.monotonic() + args.seconds
+            while time.monotonic() < end and len(record.rows) < args.requests:
+                gevent.sleep(0.02)
+            runner.quit()
+
         gevent.spawn(probe)
-        gevent.spawn_later(args.seconds, runner.quit)
+        gevent.spawn(watch)
         runner.greenlet.join()
         elapsed = time.monotonic() - started
         peak = status_kib(server.proc.pid, "VmHWM") * 1024
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
     finally:
         server.stop()
 
@@ -256,7 +287,10 @@ def run_scenario(name: str, size: int, users: int, slow: int, budget: int | None
     median_service = pct(services, 50)
     bound = (args.queue_size / args.workers + 1) * median_service
     errors = sum(record.errors.values())
-    print(f"\n### {name}: {len(rows)} requests in {elapsed:.1f} s — {users} burst users"
+    rate = len(rows) / record.seconds if record.seconds else float("nan")
+    print(f"\n### {name}: {len(rows)} requests in {record.seconds:.1f} s ({rate:.0f}/s; the "
+          f"run took {elapsed:.1f} s) — {users} burst users "
+          f"({'honouring Retry-After' if backoff else 'retrying at once'})"
           f"{f' + {slow} slow uploaders' if slow else ''}, {size}² pairs (ssim), "
           f"queue {args.queue_size}, {args.workers} CPU workers, budget "
           f"{budget_bytes / 2**20:.0f} MiB, {os.cpu_count()} cores\n")
@@ -290,10 +324,12 @@ def run_scenario(name: str, size: int, users: int, slow: int, budget: int | None
 
 
 SCENARIOS = {
-    # name: (image side, burst users, slow users, memory budget or None for the default)
-    "small": (256, 48, 0, None),
-    "big": (2048, 6, 0, 1_500_000_000),
-    "mixed": (256, 32, 4, None),
+    # name: (image side, burst users, slow users, memory budget or None for the default,
+    #        whether refused users honour Retry-After)
+    "small": (256, 48, 0, None, True),
+    "big": (2048, 6, 0, 1_500_000_000, True),
+    "mixed": (256, 32, 4, None, True),
+    "storm": (256, 48, 0, None, False),
 }
 
 
@@ -306,12 +342,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queue-size", type=int, default=4)
     p.add_argument("--workers", type=int, default=2, help="DF_CPU_WORKERS")
     p.add_argument("--server-python", default=str(DEFAULT_SERVER_PYTHON))
+    p.add_argument("--env", action="append", default=[], metavar="DF_NAME=VALUE",
+                   help="a server setting (repeatable)")
+    p.add_argument("--profile", metavar="PREFIX",
+                   help="py-spy (on PATH) samples the server: PREFIX.<scenario>.txt, raw stacks")
     args = p.parse_args(argv)
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     ok = True
     for name in names:
-        size, users, slow, budget = SCENARIOS[name]
-        ok &= run_scenario(name, size, args.users or users, slow, budget, args)
+        size, users, slow, budget, backoff = SCENARIOS[name]
+        ok &= run_scenario(name, size, args.users or users, slow, budget, backoff, args)
     return 0 if ok else 1
 
 

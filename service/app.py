@@ -14,6 +14,7 @@ from core import __version__
 
 from . import apidocs
 from .drain import DrainMiddleware
+from .gate import AdmissionGate
 from .middleware import ApiKeyMiddleware, BodyLimitMiddleware
 from .problems import install_handlers
 from .prometheus import MetricsMiddleware
@@ -21,12 +22,15 @@ from .routes import compare, cvat, diff, label_studio, operations, page
 from .settings import Settings
 from .state import ServiceState
 
-__all__ = ["ServiceState", "create_app"]
+__all__ = ["COMPUTING_PATHS", "ServiceState", "create_app"]
 
 #: always open, even when API keys are set
 _OPEN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs",
                          "/docs/oauth2-redirect", "/redoc", "/label-studio/webhook",
                          *page.PAGE_PATHS})
+#: the routes that compute (every one goes through service.lifecycle): admitted at the door
+COMPUTING_PATHS = frozenset({"/v1/diff", "/v1/compare", "/label-studio/predict",
+                             "/cvat/detect"})
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -55,8 +59,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _add_middleware(app: FastAPI, state: ServiceState) -> None:
-    """Innermost first: body cap, API keys, CORS, metrics, body drain (outermost)."""
+    """Innermost first: admission, body cap, API keys, CORS, metrics, body drain
+    (outermost)."""
     s = state.settings
+    app.add_middleware(AdmissionGate, pool=state.pool, deadline_s=s.request_timeout,
+                       paths=COMPUTING_PATHS)
     app.add_middleware(BodyLimitMiddleware, limit=s.body_limit)
     open_paths = set(_OPEN_PATHS) if s.metrics_auth else {*_OPEN_PATHS, "/metrics"}
     app.add_middleware(ApiKeyMiddleware, keys=[k.get_secret_value() for k in s.api_keys],

@@ -25,6 +25,7 @@ from .budget import Reservation
 from .encoding import JSON, negotiate
 from .errors import ClientDisconnected, DeadlineExceeded
 from .forms import require_media
+from .gate import taken_place
 from .state import ServiceState
 
 __all__ = ["Exchange", "Work", "respond", "server_timing"]
@@ -64,7 +65,9 @@ class Exchange:
         """A place in the pool (503 at once when there is none, or when the wait would
         outlast the deadline), held with this request's memory until the block ends."""
         stack = ExitStack()
-        stack.enter_context(self.state.pool.admit(self.state.settings.request_timeout))
+        place = taken_place(self.request.scope)  # at the door (service.gate), else here
+        stack.enter_context(place if place is not None
+                            else self.state.pool.admit(self.state.settings.request_timeout))
         self.reservation.retry_after = self.state.pool.retry_after()
         stack.callback(self.reservation.release)
         return stack

@@ -19,7 +19,7 @@ from .prometheus import Metrics
 from .settings import Settings
 from .urlfetch import Fetcher, UrlPolicy
 from .warmup import Warmup
-from .workers import WorkerPool, resolve_devices
+from .workers import WorkerPool, lower_priority, resolve_devices
 
 __all__ = ["ServiceState"]
 
@@ -56,7 +56,9 @@ class ServiceState:
                           cpu_threads=settings.cpu_threads(cpu_workers),
                           nice=settings.worker_nice, warmup=warmup,
                           device_budgets=device_budgets)
-        executor = ThreadPoolExecutor(settings.io_pool_size, thread_name_prefix="df-io")
+        executor = ThreadPoolExecutor(settings.io_pool_size, thread_name_prefix="df-io",
+                                      initializer=lower_priority,  # decoding yields to the loop
+                                      initargs=(settings.worker_nice,))
         fetcher = Fetcher(UrlPolicy(allow_private=settings.allow_private_urls,
                                     allowlist=tuple(settings.url_allowlist)),
                           max_bytes=settings.max_upload_bytes, timeout=settings.url_timeout,

@@ -37,7 +37,7 @@ from .budget import MemoryBudget
 from .errors import ClientDisconnected, DeadlineExceeded, OutOfMemory, QueueFull, WaitTooLong
 from .prometheus import Metrics
 
-__all__ = ["Admission", "WorkerPool", "cancel_check", "resolve_devices"]
+__all__ = ["Admission", "WorkerPool", "cancel_check", "lower_priority", "resolve_devices"]
 
 log = logging.getLogger("service.workers")
 T = TypeVar("T")

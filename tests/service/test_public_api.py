@@ -19,7 +19,7 @@ PUBLIC = {
         'DIFF_REQUEST', 'DIFF_RESPONSES', 'HEALTH_RESPONSES', 'METRICS_RESPONSES',
         'READY_RESPONSES', 'install', 'problem_responses', 'request_schema'
     },
-    "service.app": {'ServiceState', 'create_app'},
+    "service.app": {'COMPUTING_PATHS', 'ServiceState', 'create_app'},
     "service.client": {
         'AsyncClient', 'CandidateResult', 'Client', 'ClientRequestError', 'CompareResult',
         'DiffResult', 'Improvement', 'ServerError', 'ServiceBusyError', 'ServiceConnectionError',
@@ -33,6 +33,7 @@ PUBLIC = {
         'factor_for', 'memory_limit', 'peek_header', 'use_pipeline'
     },
     "service.drain": {'DrainMiddleware'},
+    "service.gate": {'ADMISSION_KEY', 'AdmissionGate', 'taken_place'},
     "service.deps": {'SettingsDep', 'StateDep', 'get_settings', 'get_state'},
     "service.encoding": {
         'COMPARE_MEDIA_TYPES', 'FIGURE_FORMAT', 'JSON', 'MEDIA_TYPES', 'NPY', 'PNG',
@@ -95,7 +96,8 @@ PUBLIC = {
     "service.state": {'ServiceState'},
     "service.urlfetch": {'Fetcher', 'UrlPolicy', 'address_allowed', 'refusal', 'sniff_image'},
     "service.warmup": {'Warmup'},
-    "service.workers": {'Admission', 'WorkerPool', 'cancel_check', 'resolve_devices'},
+    "service.workers": {'Admission', 'WorkerPool', 'cancel_check', 'lower_priority',
+                        'resolve_devices'},
 }
 
 
