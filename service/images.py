@@ -24,7 +24,7 @@ from .errors import PayloadTooLarge, ValidationProblem
 from .schemas import ImageInput
 from .urlfetch import Fetcher
 
-__all__ = ["ImageLoader", "Source", "gather_all"]
+__all__ = ["ImageLoader", "Source"]
 
 T = TypeVar("T")
 #: one image of a request: where it sits (``candidates/1``) and its bytes, or what gives them
@@ -69,7 +69,7 @@ class ImageLoader:
             return raw
 
         try:
-            datas = await gather_all([arrive(what, data) for what, data in sources])
+            datas = await _gather_all([arrive(what, data) for what, data in sources])
         except BaseException:
             for _, data in sources:  # refused before it was fetched: no "never awaited"
                 if inspect.iscoroutine(data) and inspect.getcoroutinestate(data) == "CORO_CREATED":
@@ -79,7 +79,7 @@ class ImageLoader:
         if reservation is not None:
             reservation.take()
         loop = asyncio.get_running_loop()
-        return await gather_all([
+        return await _gather_all([
             loop.run_in_executor(self.executor, partial(decode_image, data, limits=self.limits,
                                                         what=what))
             for (what, _), data in zip(sources, datas, strict=True)])
@@ -118,7 +118,7 @@ class ImageLoader:
         return (await self.load_all([(what, image)]))[0]
 
 
-async def gather_all(aws: Sequence[Awaitable[T]]) -> list[T]:
+async def _gather_all(aws: Sequence[Awaitable[T]]) -> list[T]:
     """Every result in order; at the first failure the others are cancelled and it is
     raised (``asyncio.gather`` would leave them running: fetching, decoding)."""
     tasks = [asyncio.ensure_future(a) for a in aws]

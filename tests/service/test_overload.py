@@ -380,3 +380,19 @@ def test_a_predictably_too_long_wait_is_503_at_admission():
         pool.admit(deadline_s=0.15)  # one ahead + itself: about 0.2 s
     assert info.value.status == 503 and int(info.value.headers["Retry-After"]) >= 1
     pool.shutdown(5)
+
+
+def test_readyz_is_503_once_the_service_drains_while_requests_are_still_served():
+    with TestClient(create_app(Settings(devices=["cpu"], cpu_workers=1))) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        client.app.state.df.drain()  # what the server does on SIGTERM
+        r = client.get("/readyz")
+        assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
+        assert r.json()["code"] == "not-ready" and "shutting down" in r.json()["detail"]
+        assert int(r.headers["retry-after"]) >= 1
+        assert "df_ready 0.0" in client.get("/metrics").text
+        assert client.get("/healthz").status_code == 200
+        assert client.post("/v1/diff", **upload(SMALL, 255 - SMALL)).status_code == 200
