@@ -122,6 +122,8 @@ async def _gather_all(aws: Sequence[Awaitable[T]]) -> list[T]:
     """Every result in order; at the first failure the others are cancelled and it is
     raised (``asyncio.gather`` would leave them running: fetching, decoding)."""
     tasks = [asyncio.ensure_future(a) for a in aws]
+    if not tasks:
+        return []
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     finally:  # also when this request itself is cancelled (its deadline)
