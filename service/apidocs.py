@@ -14,7 +14,16 @@ from pydantic.json_schema import models_json_schema
 
 from core import PipelineConfig
 
-from .problems import TYPE_PREFIX, FieldError, Problem
+from .errors import (
+    MemoryFull,
+    OutOfMemory,
+    OverMemoryBudget,
+    PayloadTooLarge,
+    QueueFull,
+    ServiceProblem,
+    WaitTooLong,
+)
+from .problems import TYPE_PREFIX, FieldError, Problem, problem_body
 from .schemas import (
     COMPARE_FORM,
     DIFF_FORM,
@@ -68,6 +77,20 @@ def _problem_response(description: str, example: dict[str, Any],
                       headers: dict[str, Any] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"description": description, "content": {
         "application/problem+json": {"schema": _ref("Problem"), "example": example}}}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def _problem_examples(description: str, examples: dict[str, tuple[str, ServiceProblem]],
+                      headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A problem response with several named examples, each the body the service sends
+    for that error (built from the error itself, so the document cannot drift)."""
+    out: dict[str, Any] = {"description": description, "content": {
+        "application/problem+json": {"schema": _ref("Problem"), "examples": {
+            name: {"summary": summary, "value": problem_body(
+                exc.status, exc.code, exc.detail, title=exc.title, **exc.extra)}
+            for name, (summary, exc) in examples.items()}}}}
     if headers:
         out["headers"] = headers
     return out
@@ -149,20 +172,33 @@ DIFF_RESPONSES: dict[int | str, dict[str, Any]] = {
                            _problem(406, "not-acceptable", "Not Acceptable",
                                     "cannot answer with 'text/html'; available: "
                                     "application/json, image/png, application/x-npy")),
-    413: _problem_response("The body or an image file is too large", _problem(
-        413, "payload-too-large", "Request Entity Too Large",
-        "reference: 31457280 bytes exceeds the limit of 26214400 bytes per image",
-        field="reference", limit=26214400)),
+    413: _problem_examples(
+        "Too large: the body or an image file is over its limit (payload-too-large), or "
+        "the request's images need more working memory than the whole memory budget "
+        "(over-memory-budget: its estimate and the budget, in bytes); send less, do not "
+        "retry", {
+            "payload-too-large": ("an image file over DF_MAX_UPLOAD_BYTES",
+                                  PayloadTooLarge(26214400, "reference", size=31457280)),
+            "over-memory-budget": ("the images' estimate over the whole memory budget",
+                                   OverMemoryBudget(4320000000, 2000000000, "host"))}),
     415: _problem_response("The body is neither multipart/form-data nor JSON", _problem(
         415, "unsupported-media-type", "Unsupported Media Type",
         "Content-Type 'text/plain' is not accepted; send multipart/form-data or "
         "application/json")),
     422: _problem_response("Invalid config, undecodable or mismatched images, refused URL",
                            Problem.model_config["json_schema_extra"]["examples"][0]),  # type: ignore[index]
-    503: _problem_response("Server busy (queue full), model weights missing, or out of memory",
-                           _problem(503, "queue-full", "Server busy",
-                                    "the server is at capacity; retry after 2 s",
-                                    retry_after=2), _RETRY_AFTER),
+    503: _problem_examples(
+        "Server busy, answered at once: the queue is full (queue-full), the queue ahead "
+        "would outlast the request's deadline (wait-too-long), the memory budget is taken "
+        "by other requests (memory-full), or the device ran out of memory (out-of-memory); "
+        "retry after Retry-After seconds. Also: model weights missing (weights-missing)", {
+            "queue-full": ("every worker busy and the queue full", QueueFull(2)),
+            "wait-too-long": ("the wait would outlast the deadline",
+                              WaitTooLong(75.0, 60.0, 3)),
+            "memory-full": ("the memory budget is taken by other requests",
+                            MemoryFull(1200000000, 2000000000, "host", 2)),
+            "out-of-memory": ("the device ran out of memory", OutOfMemory("cuda:0"))},
+        _RETRY_AFTER),
     504: _problem_response("The request was not done within its deadline", _problem(
         504, "deadline-exceeded", "Request deadline exceeded",
         "the request was not done within its deadline of 60 s")),

@@ -1,7 +1,29 @@
 """Admission by memory: each request's working memory is estimated from its images'
 headers (pixels x channels x 4 bytes x the pipeline's measured factor) and reserved before
-any pixel is decoded, released once the answer is encoded. A full budget is a 503 with
-Retry-After at once; a request that alone exceeds it is a 413 naming both numbers.
+any pixel is decoded, released once the answer is encoded.
+
+How a request is reserved, the same for every route (:meth:`ImageLoader.decode_all`):
+
+1. Every image's bytes are gathered first: a multipart body is parsed whole (Starlette
+   spools its parts, within the body limit) before any image is looked at, so all its
+   images are at hand together; base64 images are unpacked; URL images are fetched
+   concurrently and arrive one by one.
+2. As each image's bytes arrive its header is read (no decoding) and its estimate added
+   to the request's :class:`Reservation` (:meth:`Reservation.add`). Nothing is taken from
+   the budget yet, but as soon as the images known so far need more than the whole budget
+   the request is refused with 413 naming both numbers (the other fetches are cancelled):
+   it could never fit, so it must not be told to retry.
+3. With every header read, the whole estimate is taken from the budget in one step
+   (:meth:`Reservation.take`): 503 with Retry-After at once when it does not fit now.
+   Taking it whole, not image by image, means a request never holds part of the budget
+   while it waits for its other images, and two half-admitted requests cannot starve
+   each other.
+4. Only then are the images decoded; the reservation is released when the answer is
+   encoded (or the request failed). A Label Studio batch reserves each task on its own
+   and releases it once that task's prediction is encoded, so its peak is one task's.
+
+The image count need not be known in advance (a compare's candidates, a batch's tasks):
+the decision rests on the headers themselves, never on a guess about images not yet seen.
 
 The host budget defaults to a share of the memory this process may use (the cgroup v2 or
 v1 limit in a container, else the machine's RAM); each CUDA device gets its own share of
@@ -183,45 +205,53 @@ class MemoryBudget:
 
 
 class Reservation:
-    """One request's share of the host budget: grows as its images' headers are read,
-    all released at once (the request's answer is encoded, or it failed)."""
+    """One request's (or one Label Studio task's) share of the host budget: its images'
+    estimates are added as their headers are read, the whole is taken at once before any
+    of them is decoded, and all of it is released together (answer encoded, or failed)."""
 
     def __init__(self, budget: MemoryBudget, retry_after: int | None = None) -> None:
         self.budget = budget
         self.retry_after = retry_after or 1
         self.factor = factor_for(None)
-        self.units = 0  # input units reserved so far
-        self.nbytes = 0
-        self.images = 0  # images reserved so far
-        self.expected = 1  # images the request will have (a diff: 2, of one size)
-        self.refusal: Exception | None = None  # once refused, later images get the same
+        self.units = 0  # input units of the images added so far
+        self.known = 0  # bytes the images added so far need (taken or not)
+        self.nbytes = 0  # bytes taken from the budget
+        self.images = 0  # images added so far
+        self.refusal: Exception | None = None  # once refused, later calls get the same
 
     def use(self, config: PipelineConfig, route: str = "diff") -> None:
-        """The pipeline is known: later images are reserved at its factor; a diff's two
-        images are one size, so the first one tells the whole pair's need."""
+        """The pipeline is known: images are estimated at its factor on ``route``."""
         self.factor = factor_for(config, route)
-        if route == "diff":
-            self.expected = 2
+
+    def _refuse(self, exc: Exception) -> Exception:
+        self.refusal = exc
+        return exc
 
     def add(self, header: ImageHeader) -> None:
-        """Reserve one more image's working memory before it is decoded."""
+        """Count one more image of the request (nothing is taken yet): 413 as soon as the
+        images known so far need more than the whole budget, whatever else is running."""
         if self.refusal is not None:
             raise self.refusal
-        nbytes = int(header.units * self.factor)
-        whole = self.nbytes + nbytes
-        # the request's need: so far, plus images still to come at this one's size
-        need = whole + nbytes * max(0, self.expected - self.images - 1)
-        try:
-            if need > self.budget.total:  # alone too large: 413, whatever else is running
-                raise OverMemoryBudget(need, self.budget.total, self.budget.device)
-                raise OverMemoryBudget(whole, self.budget.total, self.budget.device)
-            self.budget.reserve(nbytes, self.retry_after)
-        except (OverMemoryBudget, MemoryFull) as exc:
-            self.refusal = exc
-            raise
         self.units += header.units
         self.images += 1
-        self.nbytes = whole
+        self.known += int(header.units * self.factor)
+        if self.known > self.budget.total:
+            raise self._refuse(OverMemoryBudget(self.known, self.budget.total,
+                                                self.budget.device))
+
+    def take(self) -> None:
+        """Take what the images added so far need and is not taken yet, at once: 503
+        (Retry-After) when it does not fit now. Called before any image is decoded."""
+        if self.refusal is not None:
+            raise self.refusal
+        more = self.known - self.nbytes
+        if more <= 0:
+            return
+        try:
+            self.budget.reserve(more, self.retry_after)
+        except (OverMemoryBudget, MemoryFull) as exc:
+            raise self._refuse(exc) from None
+        self.nbytes = self.known
 
     def release(self) -> None:
         if self.nbytes:

@@ -1,14 +1,19 @@
-"""Request images to numpy arrays: sizes checked before any decoding, each image's working
-memory reserved from its header (:mod:`service.budget`), decoding in a thread pool (never
-on the event loop), URLs through :mod:`service.urlfetch`."""
+"""Request images to numpy arrays: sizes checked before any decoding, a request's working
+memory reserved from all its images' headers before any of them is decoded
+(:mod:`service.budget`), decoding in a thread pool (never on the event loop), URLs through
+:mod:`service.urlfetch`."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import binascii
+import inspect
 import re
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import Executor
+from functools import partial
+from typing import TypeVar
 
 import numpy as np
 
@@ -19,7 +24,11 @@ from .errors import PayloadTooLarge, ValidationProblem
 from .schemas import ImageInput
 from .urlfetch import Fetcher
 
-__all__ = ["ImageLoader"]
+__all__ = ["ImageLoader", "Source"]
+
+T = TypeVar("T")
+#: one image of a request: where it sits (``candidates/1``) and its bytes, or what gives them
+Source = tuple[str, bytes | Awaitable[bytes]]
 
 _DATA_URL = re.compile(r"^data:[\w.+/-]*(;[\w.+-]+=[\w.+-]+)*;base64,", re.IGNORECASE)
 
@@ -38,25 +47,46 @@ class ImageLoader:
         if size > self.max_bytes:
             raise PayloadTooLarge(self.max_bytes, what, size=size)
 
-    async def reserve(self, data: bytes) -> None:
-        """Reserve the image's working memory in the current request's reservation (from
-        its header, read in the thread pool): 503/413 before any pixel is decoded."""
+    async def header(self, data: bytes) -> None:
+        """Add the image to the current request's reservation from its header (read in the
+        thread pool, nothing decoded): 413 once the request's known need is over budget."""
         reservation = current_reservation()
         if reservation is None:
             return
         loop = asyncio.get_running_loop()
         header = await loop.run_in_executor(self.executor, peek_header, data, self.limits)
-        if header is not None:
+        if header is not None:  # no image, or over the limits: decoding says which
             reservation.add(header)
 
-    async def decode(self, data: bytes, what: str) -> np.ndarray:
-        """Encoded file bytes -> array; header limits and memory first, pixels in the
-        thread pool."""
-        self.check_size(len(data), what)
-        await self.reserve(data)
+    async def decode_all(self, sources: Sequence[Source]) -> list[np.ndarray]:
+        """A request's images, in order: each one's bytes awaited (concurrently), size
+        checked and header counted as it arrives; then the request's whole estimate taken
+        from the budget at once (503 when it does not fit now); then all decoded."""
+        async def arrive(what: str, data: bytes | Awaitable[bytes]) -> bytes:
+            raw = data if isinstance(data, bytes) else await data
+            self.check_size(len(raw), what)
+            await self.header(raw)
+            return raw
+
+        try:
+            datas = await _gather_all([arrive(what, data) for what, data in sources])
+        except BaseException:
+            for _, data in sources:  # refused before it was fetched: no "never awaited"
+                if inspect.iscoroutine(data) and inspect.getcoroutinestate(data) == "CORO_CREATED":
+                    data.close()
+            raise
+        reservation = current_reservation()
+        if reservation is not None:
+            reservation.take()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self.executor, lambda: decode_image(data, limits=self.limits, what=what))
+        return await _gather_all([
+            loop.run_in_executor(self.executor, partial(decode_image, data, limits=self.limits,
+                                                        what=what))
+            for (what, _), data in zip(sources, datas, strict=True)])
+
+    async def decode(self, data: bytes, what: str) -> np.ndarray:
+        """One image as a whole request's images: see :meth:`decode_all`."""
+        return (await self.decode_all([(what, data)]))[0]
 
     def unbase64(self, text: str, what: str) -> bytes:
         """Strict base64 (a ``data:...;base64,`` prefix is allowed), size checked first."""
@@ -70,11 +100,37 @@ class ImageLoader:
             raise ValidationProblem.at([what, "data"], f"not valid base64 ({exc})",
                                        "base64_decode") from None
 
-    async def load(self, image: ImageInput, what: str) -> np.ndarray:
-        """An :class:`ImageInput` (url or data) -> decoded array."""
+    async def fetch(self, image: ImageInput, what: str) -> bytes:
+        """An :class:`ImageInput`'s bytes: fetched from its url, or its base64 unpacked
+        off the event loop."""
         if image.url is not None:
-            return await self.decode(await self.fetcher.fetch(image.url, what), what)
-        text = image.data or ""
+            return await self.fetcher.fetch(image.url, what)
         loop = asyncio.get_running_loop()
-        data = await loop.run_in_executor(self.executor, self.unbase64, text, what)
-        return await self.decode(data, what)
+        return await loop.run_in_executor(self.executor, self.unbase64, image.data or "", what)
+
+    async def load_all(self, images: Sequence[tuple[str, ImageInput]]) -> list[np.ndarray]:
+        """:class:`ImageInput` s (url or data) -> decoded arrays, as :meth:`decode_all`."""
+        return await self.decode_all([(what, self.fetch(image, what))
+                                      for what, image in images])
+
+    async def load(self, image: ImageInput, what: str) -> np.ndarray:
+        """One :class:`ImageInput` -> decoded array."""
+        return (await self.load_all([(what, image)]))[0]
+
+
+async def _gather_all(aws: Sequence[Awaitable[T]]) -> list[T]:
+    """Every result in order; at the first failure the others are cancelled and it is
+    raised (``asyncio.gather`` would leave them running: fetching, decoding)."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    if not tasks:
+        return []
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:  # also when this request itself is cancelled (its deadline)
+        for t in tasks:
+            t.cancel()
+    failures = [t.exception() for t in tasks if t.done() and not t.cancelled()]
+    first = next((exc for exc in failures if exc is not None), None)
+    if first is not None:
+        raise first
+    return [t.result() for t in tasks]

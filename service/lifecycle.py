@@ -5,15 +5,17 @@ while the client is watched (abandoned work stops at its next step), encoded off
 event loop, answered with Server-Timing; its memory is released once it is encoded.
 
 Routes describe their work as a :class:`Work` and call :func:`respond`; a route that
-computes several steps under one admission (Label Studio's tasks) uses :class:`Exchange`.
+computes several steps under one admission (Label Studio's tasks) uses :class:`Exchange`,
+each step with a memory reservation of its own (:meth:`Exchange.step`), released when
+the step is done, so a batch holds one step's memory at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from contextlib import ExitStack
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -72,14 +74,28 @@ class Exchange:
         stack.callback(self.reservation.release)
         return stack
 
+    @contextmanager
+    def step(self) -> Iterator[Reservation]:
+        """A memory reservation of its own for one step of the request (a Label Studio
+        task): give it to :meth:`prepare` and :meth:`compute`; released when the block
+        ends."""
+        reservation = Reservation(self.state.budget, self.reservation.retry_after)
+        try:
+            yield reservation
+        finally:
+            reservation.release()
+
     async def offload(self, fn: Callable[..., R], *args: Any) -> R:
         """``fn(*args)`` on the I/O thread pool (parsing, encoding: never on the loop)."""
         return await asyncio.get_running_loop().run_in_executor(self.state.executor, fn, *args)
 
-    async def prepare(self, work: Awaitable[P], deadline: float | None = None) -> P:
-        """Await ``work`` (reading and decoding) within the deadline; 504 past it."""
+    async def prepare(self, work: Awaitable[P], deadline: float | None = None,
+                      reservation: Reservation | None = None) -> P:
+        """Await ``work`` (reading and decoding, its images reserved in ``reservation``, by
+        default the request's) within the deadline; 504 past it."""
         deadline = self.deadline if deadline is None else deadline
-        token = self.reservation.enter()  # the task wait_for makes copies this context
+        reservation = self.reservation if reservation is None else reservation
+        token = reservation.enter()  # the task wait_for makes copies this context
         try:
             return await asyncio.wait_for(work, max(0.0, deadline - time.monotonic()))
         except (TimeoutError, asyncio.TimeoutError):
@@ -94,10 +110,12 @@ class Exchange:
             self.state.metrics.rejected.labels("disconnected").inc()
             raise ClientDisconnected()
 
-    async def compute(self, fn: Callable[[torch.device], R],
-                      deadline: float | None = None) -> tuple[R, float]:
+    async def compute(self, fn: Callable[[torch.device], R], deadline: float | None = None,
+                      reservation: Reservation | None = None) -> tuple[R, float]:
         """``fn(device)`` on a worker, dropped if the client leaves or the deadline passes;
-        returns the result and the milliseconds the worker spent on it."""
+        returns the result and the milliseconds the worker spent on it. A CUDA worker's
+        budget is charged what ``reservation`` (by default the request's) holds."""
+        reservation = self.reservation if reservation is None else reservation
         def timed(device: torch.device) -> tuple[R, float]:
             start = time.perf_counter()
             result = fn(device)
@@ -107,7 +125,7 @@ class Exchange:
         return await self.state.pool.run(
             timed, deadline=self.deadline if deadline is None else deadline,
             disconnected=lambda: wait_disconnect(self.request),
-            memory=self.reservation.nbytes)
+            memory=reservation.nbytes)
 
 
 @dataclass

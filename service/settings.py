@@ -137,6 +137,11 @@ class Settings(BaseSettings):
         "reads, up to twice the body limit), so clients still sending can read it")
     shutdown_timeout: Annotated[float, Field(ge=0, le=3600)] = Field(
         30.0, description="on SIGTERM, seconds in-flight requests get to finish")
+    shutdown_delay: Annotated[float, Field(ge=0, le=600)] = Field(
+        0.0, description="on SIGTERM, seconds the server goes on accepting and serving with "
+        "/readyz answering 503 'shutting down', before it stops accepting and drains: a load "
+        "balancer polling /readyz takes the replica out of rotation first (Kubernetes: a "
+        "few seconds, more than the readiness probe's period)")
 
     @field_validator("devices", "preload", "cors_origins", "api_keys", "url_allowlist",
                      mode="before")

@@ -37,6 +37,7 @@ class ServiceState:
     loader: ImageLoader
     budget: MemoryBudget  # host memory; CUDA devices' budgets are the pool's
     ls_files: LabelStudioFiles
+    draining: bool = False  # SIGTERM received: /readyz answers 503 from then on
 
     @classmethod
     def build(cls, settings: Settings) -> ServiceState:
@@ -75,6 +76,12 @@ class ServiceState:
 
     def start(self) -> None:
         self.pool.start()
+
+    def drain(self) -> None:
+        """SIGTERM: not ready from now on (requests are still served until uvicorn's
+        shutdown refuses new connections and finishes the in-flight ones)."""
+        self.draining = True
+        self.metrics.ready.set(0)
 
     async def aclose(self) -> None:
         """Finish queued work, stop the workers, close the fetcher and the I/O pool."""

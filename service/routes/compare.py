@@ -4,7 +4,6 @@ improvement maps over a baseline, or the paper figure. The work is
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,22 +76,23 @@ def _form_texts(texts: dict[str, str | bytes | None]
 
 
 async def prepare(request: Request, state: ServiceState) -> CompareJob:
-    """Parse either request form and decode every image off the event loop."""
+    """Parse either request form, reserve every image's memory (the reference and all
+    candidates) from their headers, then decode them off the event loop."""
     loader = state.loader
     if media_type(request) == MULTIPART:
         (config, labels, baseline), files = await read_multipart(
             request, COMPARE_FORM, _form_texts, loader.check_size)
         use_pipeline(config, "compare")
         parts = [*files["reference"], *files["candidates"]]
-        images = await asyncio.gather(*(loader.decode(p.data, p.where) for p in parts))
+        images = await loader.decode_all([(p.where, p.data) for p in parts])
         if labels is None:
             labels = default_labels([p.filename for p in files["candidates"]])
         return CompareJob(images[0], list(images[1:]), labels, baseline, config)
     req = await read_json(request, CompareRequest, state.executor)
     use_pipeline(req.config, "compare")
-    images = await asyncio.gather(
-        loader.load(req.reference, "reference"),
-        *(loader.load(c, f"candidates/{i}") for i, c in enumerate(req.candidates)))
+    images = await loader.load_all([
+        ("reference", req.reference),
+        *((f"candidates/{i}", c) for i, c in enumerate(req.candidates))])
     labels = req.labels if req.labels is not None else default_labels(
         [c.url for c in req.candidates])
     return CompareJob(images[0], list(images[1:]), labels, req.baseline, req.config)

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from core import Finder, PairResult, PipelineConfig
 
 from .. import apidocs
+from ..budget import use_pipeline
 from ..cvat import DETECT_EXAMPLE, DetectRequest, detections
 from ..deps import StateDep
 from ..errors import ValidationProblem
@@ -37,21 +38,24 @@ def compute(config: PipelineConfig, ref: np.ndarray, cand: np.ndarray,
                                                       cancel=cancel_check())[0]
 
 
-async def _decode(state: ServiceState, text: str, field: str) -> np.ndarray:
-    """Base64 field -> image, off the event loop; errors point at ``#/field``."""
+async def _unbase64(state: ServiceState, text: str, field: str) -> bytes:
+    """Base64 field -> bytes, off the event loop; errors point at ``#/field``."""
     loop = asyncio.get_running_loop()
     try:
-        data = await loop.run_in_executor(state.executor, state.loader.unbase64, text, field)
+        return await loop.run_in_executor(state.executor, state.loader.unbase64, text, field)
     except ValidationProblem as exc:
         raise ValidationProblem.at([field], exc.errors[0]["message"], "base64_decode") from None
-    return await state.loader.decode(data, field)
 
 
 async def prepare(request: Request, state: ServiceState) -> Prepared:
+    """Parse the body, reserve both images' memory from their headers, decode them."""
     req = await read_json(request, DetectRequest, state.executor)
-    ref, cand = await asyncio.gather(_decode(state, req.reference, "reference"),
-                                     _decode(state, req.image, "image"))
-    return req, req.config or state.settings.annotation_config, ref, cand
+    config = req.config or state.settings.annotation_config
+    use_pipeline(config)
+    ref, cand = await state.loader.decode_all([
+        ("reference", _unbase64(state, req.reference, "reference")),
+        ("image", _unbase64(state, req.image, "image"))])
+    return req, config, ref, cand
 
 
 def _encode(_: str, prepared: Prepared, result: PairResult, *__: Any) -> bytes:

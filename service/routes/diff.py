@@ -3,8 +3,6 @@ under one pipeline; answered as JSON, a PNG heatmap or the .npy map."""
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 import torch
 from fastapi import APIRouter, Request
@@ -44,20 +42,21 @@ def _form(texts: dict[str, str | bytes | None]) -> tuple[PipelineConfig, Scores]
 
 
 async def prepare(request: Request, state: ServiceState) -> Pair:
-    """Parse the body (either form) and decode both images off the event loop."""
+    """Parse the body (either form), reserve both images' memory from their headers, then
+    decode them off the event loop."""
     loader = state.loader
     if media_type(request) == MULTIPART:
         (config, metrics), files = await read_multipart(request, DIFF_FORM, _form,
                                                         loader.check_size)
         use_pipeline(config)
-        ref, cand = await asyncio.gather(*(loader.decode(f.data, f.where)
-                                           for k in ("reference", "candidate")
-                                           for f in files[k]))
+        ref, cand = await loader.decode_all([(f.where, f.data)
+                                             for k in ("reference", "candidate")
+                                             for f in files[k]])
         return config, ref, cand, metrics
     req = await read_json(request, DiffRequest, state.executor)
     use_pipeline(req.config)
-    ref, cand = await asyncio.gather(loader.load(req.reference, "reference"),
-                                     loader.load(req.candidate, "candidate"))
+    ref, cand = await loader.load_all([("reference", req.reference),
+                                       ("candidate", req.candidate)])
     return req.config, ref, cand, req.metrics
 
 

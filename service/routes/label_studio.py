@@ -2,13 +2,16 @@
 ``/predict``, ``/webhook``): give Label Studio ``http://HOST:PORT/label-studio`` as the
 backend URL. Task images are fetched through :class:`service.label_studio.files.LabelStudioFiles`
 (the URL fetcher, under its URL policy); each task is computed in turn on the worker pool,
-under one admission; a task that fails does so alone, in its entry of the answer."""
+under one admission, with a memory reservation of its own that is released once its
+prediction is encoded (a batch holds one task's memory at a time); a task that fails does
+so alone, in its entry of the answer."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 import numpy as np
@@ -54,9 +57,8 @@ def compute(config: PipelineConfig, ref: np.ndarray, cand: np.ndarray, mask: boo
     return result, (region_mask(result.map, config.regions) if mask else None)
 
 
-async def task_image(state: ServiceState, task: LabelStudioTask, i: int, field: str
-                     ) -> np.ndarray:
-    """Fetch (or unbase64) and decode one image field of task ``i``."""
+def task_image(task: LabelStudioTask, i: int, field: str) -> tuple[str, str]:
+    """Where one image field of task ``i`` is, and its value (a URL, path or data URL)."""
     what = f"tasks/{i}/data/{field}"
     value = task.data.get(field)
     if value is None:
@@ -67,32 +69,50 @@ async def task_image(state: ServiceState, task: LabelStudioTask, i: int, field: 
     if not isinstance(value, str) or not value.strip():
         raise task_field_problem(what, "must be a non-empty string (a URL or Label Studio "
                                  "path)")
+    return what, value
+
+
+def task_bytes(state: ServiceState, task: LabelStudioTask, what: str, value: str
+               ) -> Awaitable[bytes]:
+    """What fetches (or unbase64s, off the event loop) one image of the task."""
     if value.startswith("data:"):
         loop = asyncio.get_running_loop()
-        data = await loop.run_in_executor(state.executor, state.loader.unbase64, value, what)
-        return await state.loader.decode(data, what)
-    return await state.loader.decode(await state.ls_files.fetch(value, task.id, what), what)
+        return loop.run_in_executor(state.executor, state.loader.unbase64, value, what)
+    return state.ls_files.fetch(value, task.id, what)
+
+
+async def task_images(state: ServiceState, task: LabelStudioTask, i: int
+                      ) -> list[np.ndarray]:
+    """Task ``i``'s reference and candidate: both reserved from their headers, decoded."""
+    s = state.settings
+    fields = [task_image(task, i, s.label_studio_reference_field),
+              task_image(task, i, s.label_studio_candidate_field)]
+    return await state.loader.decode_all([(what, task_bytes(state, task, what, value))
+                                          for what, value in fields])
 
 
 async def predict_task(exchange: Exchange, task: LabelStudioTask, i: int,
                        targets: list[Target], config: PipelineConfig, version: str
                        ) -> dict[str, Any]:
-    """One task through the lifecycle's steps, with a deadline of its own."""
-    state = exchange.state
-    s = state.settings
+    """One task through the lifecycle's steps, with a deadline and a memory reservation
+    of its own (released once its prediction is encoded)."""
     deadline = exchange.new_deadline()
-    ref, cand = await exchange.prepare(asyncio.gather(
-        task_image(state, task, i, s.label_studio_reference_field),
-        task_image(state, task, i, s.label_studio_candidate_field)), deadline)
     want_mask = any(t.type == "brushlabels" for t in targets)
-    try:
-        (result, mask), _ = await exchange.compute(
-            lambda device: compute(config, ref, cand, want_mask, device), deadline)
-    except DifferenceFinderError as exc:  # name the task: a batch has many
-        err = ServiceProblem.from_core(exc)
-        raise ServiceProblem(err.status, err.code, f"tasks/{i} (task {task.id}): "
-                             f"{err.detail}", task=i, task_id=task.id, **err.extra) from None
-    return await exchange.offload(prediction, result, mask, targets, version, config.regions)
+    with exchange.step() as reservation:
+        reservation.use(config)
+        ref, cand = await exchange.prepare(task_images(exchange.state, task, i), deadline,
+                                           reservation)
+        try:
+            (result, mask), _ = await exchange.compute(
+                lambda device: compute(config, ref, cand, want_mask, device), deadline,
+                reservation)
+        except DifferenceFinderError as exc:  # name the task: a batch has many
+            err = ServiceProblem.from_core(exc)
+            raise ServiceProblem(err.status, err.code, f"tasks/{i} (task {task.id}): "
+                                 f"{err.detail}", task=i, task_id=task.id,
+                                 **err.extra) from None
+        return await exchange.offload(prediction, result, mask, targets, version,
+                                      config.regions)
 
 
 _EXAMPLE_RESULT = {

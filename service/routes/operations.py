@@ -78,9 +78,9 @@ async def healthz() -> JSONResponse:
 async def readyz(state: StateDep) -> Response:
     detail = {"workers": state.pool.snapshot(), "memory": memory(state),
               **state.warmup.snapshot()}
-    if state.pool.ready:
+    if state.pool.ready and not state.draining:
         return JSONResponse({"status": "ready", **detail})
-    raise NotReady("shutting down" if state.pool.closing
+    raise NotReady("shutting down" if state.pool.closing or state.draining
                    else "workers are starting and warming up", **detail)
 
 

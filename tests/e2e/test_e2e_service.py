@@ -203,6 +203,45 @@ def test_work_of_a_departed_client_is_dropped(start_server, photo_png):
     assert httpx.get(s.url + "/readyz").status_code == 200
 
 
+def test_readyz_is_503_while_the_server_drains_after_sigterm(start_server, photo_png):
+    """SIGTERM turns /readyz to 503 at once; for DF_SHUTDOWN_DELAY the server still accepts
+    and serves (liveness and computing), so a balancer polling /readyz leaves first; then
+    new connections are refused cleanly, the in-flight request finishes, the process
+    exits."""
+    s = start_server(DF_SHUTDOWN_DELAY="3", DF_CPU_WORKERS="1")
+    s.wait_ready()
+    result: dict[str, httpx.Response] = {}
+    t = threading.Thread(target=lambda: result.setdefault("r", httpx.post(
+        s.url + "/v1/diff", files=files(photo_png), data={"config": SLOW}, timeout=60)))
+    t.start()
+    time.sleep(0.15)  # the request is in flight
+    signalled = time.monotonic()
+    s.proc.terminate()
+    seen = []
+    while time.monotonic() - signalled < 1.5:
+        r = httpx.get(s.url + "/readyz", timeout=5)  # a new connection each time
+        seen.append(r.status_code)
+        if r.status_code == 503:
+            break
+        time.sleep(0.02)
+    assert seen[-1] == 503, seen
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["code"] == "not-ready" and "shutting down" in r.json()["detail"]
+    assert int(r.headers["retry-after"]) >= 1
+    assert httpx.get(s.url + "/healthz", timeout=5).status_code == 200
+    late = httpx.post(s.url + "/v1/diff", files=files(photo_png, "ref_small", "cand_small"),
+                      timeout=60)
+    assert late.status_code == 200, late.text
+    assert time.monotonic() - signalled < 3, "the checks above ran after the delay"
+    t.join(60)
+    assert result["r"].status_code == 200
+    assert s.proc.wait(30) in (0, -signal.SIGTERM)
+    assert time.monotonic() - signalled >= 3  # it waited the delay out
+    assert "Application shutdown complete" in s.log()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(s.url + "/healthz", timeout=2)
+
+
 def test_sigterm_finishes_in_flight_work(start_server, photo_png):
     s = start_server(DF_SHUTDOWN_TIMEOUT="30")
     s.wait_ready()

@@ -267,9 +267,15 @@ def test_deployment_probes_gpu_and_wiring():
     assert metrics["Pods"]["pods"]["metric"]["name"] == "df_queue_depth"
     assert metrics["Resource"]["resource"]["name"] == "cpu"
     assert hpa["spec"]["minReplicas"] >= 1 <= hpa["spec"]["maxReplicas"]
-    # the grace period covers the service's own shutdown timeout
+    # the grace period covers the service's own shutdown delay and timeout, and the delay
+    # outlasts the readiness probe's failures (endpoints drop the pod before it stops
+    # accepting)
     config = docs["ConfigMap"]["data"]
-    assert pod["spec"]["terminationGracePeriodSeconds"] > float(config["DF_SHUTDOWN_TIMEOUT"])
+    assert pod["spec"]["terminationGracePeriodSeconds"] > float(
+        config["DF_SHUTDOWN_TIMEOUT"]) + float(config["DF_SHUTDOWN_DELAY"])
+    ready = next(c for c in pod["spec"]["containers"])["readinessProbe"]
+    assert float(config["DF_SHUTDOWN_DELAY"]) > (ready.get("periodSeconds", 10)
+                                                 * ready.get("failureThreshold", 3))
 
 
 def test_configmap_names_real_settings_and_kustomization_lists_all():

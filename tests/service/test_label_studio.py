@@ -341,6 +341,46 @@ def test_inline_data_url(client, photos):
     assert r.status_code == 200 and r.json()["results"][0]["result"]
 
 
+def test_a_batch_reserves_one_task_at_a_time(photos):
+    """Each task reserves its own images and releases them once its prediction is encoded:
+    a batch of five under a budget that fits one task (not two) is answered in full, its
+    peak reservation is one task's, nothing stays reserved; a task that alone exceeds the
+    budget fails in its own entry (413), the others are predicted."""
+    from service.budget import factor_for
+
+    def data_url(a: np.ndarray) -> str:
+        return "data:image/png;base64," + base64.b64encode(png(a)).decode()
+
+    ref, cand = photos["ref"], photos["cand"]
+    one_task = 2 * int(ref.shape[0] * ref.shape[1] * 3 * 4 * factor_for(PipelineConfig()))
+    budget = one_task * 3 // 2
+    big = np.zeros((2 * ref.shape[0], 2 * ref.shape[1], 3), np.uint8)
+    tasks = [ls_task(i, reference=data_url(ref), candidate=data_url(cand)) for i in range(5)]
+    tasks.insert(2, ls_task(99, reference=data_url(big), candidate=data_url(big)))
+    with TestClient(create_app(Settings(devices=["cpu"], cpu_workers=1,
+                                        memory_budget=budget))) as client:
+        wait_ready(client)
+        state = client.app.state.df
+        peaks: list[int] = []
+        reserve = state.budget.reserve
+
+        def spy(nbytes: int, retry_after: int) -> None:
+            reserve(nbytes, retry_after)
+            peaks.append(state.budget.reserved)
+
+        state.budget.reserve = spy
+        r = client.post("/label-studio/predict", json=predict_body(tasks))
+        assert r.status_code == 200, r.text
+        results = r.json()["results"]
+        assert [e.get("task") for e in results] == [None, None, 99, None, None, None]
+        assert results[2]["problem"]["code"] == "over-memory-budget"
+        assert results[2]["problem"]["budget_bytes"] == budget
+        assert all(e["result"] for i, e in enumerate(results) if i != 2)
+        assert peaks == [one_task] * 5
+        assert state.budget.reserved == 0
+        assert client.get("/readyz").json()["memory"][0]["reserved_bytes"] == 0
+
+
 # --- errors ----------------------------------------------------------------------------------
 
 

@@ -151,21 +151,151 @@ def test_a_host_budget_reservation_is_thread_safe():
     assert taken.count(True) == 100 and budget.reserved == 1000
 
 
-def test_a_diff_too_large_for_the_whole_budget_is_413_even_while_it_is_taken():
-    """The first image of a pair already tells the pair's need: a pair that could never fit
-    is 413 (not 503 to retry forever), even when other requests hold the budget."""
+def test_a_request_is_413_once_its_known_images_exceed_the_budget_even_while_it_is_taken():
+    """Images are counted as their headers arrive: the request whose known images already
+    need more than the whole budget is 413 (not 503 to retry forever), even when other
+    requests hold the budget, and nothing of it is taken."""
     from service.budget import ImageHeader, Reservation
     from service.errors import OverMemoryBudget
 
     budget = MemoryBudget(3000, "host", Metrics())
     budget.reserve(2000, 1)  # another request holds most of it
     r = Reservation(budget)
-    r.use(PipelineConfig(), "diff")
     one = ImageHeader(width=10, height=10, channels=1)
-    r.factor = 2000 / one.units  # each image of this pair needs 2000 bytes: 4000 > 3000
+    r.factor = 1600 / one.units  # each image of this request needs 1600 bytes
+    r.add(one)  # 1600: could fit, once the budget is free
     with pytest.raises(OverMemoryBudget) as info:
-        r.add(one)
-    assert info.value.status == 413 and budget.reserved == 2000
+        r.add(one)  # 3200 > 3000
+    assert info.value.status == 413 and info.value.extra["needed_bytes"] == 3200
+    assert budget.reserved == 2000 and r.nbytes == 0
+    with pytest.raises(OverMemoryBudget):  # refused for good
+        r.take()
+
+
+def test_a_request_is_taken_whole_or_not_at_all():
+    """The whole estimate is taken in one step: 503 naming the whole need when it does not
+    fit now, and no part of it held; taken once it fits, released together."""
+    from service.budget import ImageHeader, Reservation
+    from service.errors import MemoryFull
+
+    budget = MemoryBudget(3000, "host", Metrics())
+    budget.reserve(1500, 1)  # another request
+    r = Reservation(budget)
+    one = ImageHeader(width=10, height=10, channels=1)
+    r.factor = 1000 / one.units
+    r.add(one)
+    r.add(one)  # 2000: fits the budget, not what is left of it
+    with pytest.raises(MemoryFull) as info:
+        r.take()
+    assert info.value.status == 503 and info.value.extra["needed_bytes"] == 2000
+    assert budget.reserved == 1500 and r.nbytes == 0
+    budget.release(1500)
+    fresh = Reservation(budget)
+    fresh.factor = r.factor
+    fresh.add(one)
+    fresh.add(one)
+    fresh.take()
+    assert budget.reserved == 2000 == fresh.nbytes
+    fresh.release()
+    assert budget.reserved == 0
+
+
+def _need(shapes: list[tuple[int, ...]], route: str = "diff") -> int:
+    """The request's estimate, worked out from the images' shapes and the factor."""
+    factor = factor_for(PipelineConfig(), route)
+    return sum(int(h * w * (c[0] if c else 1) * 4 * factor) for h, w, *c in shapes)
+
+
+def compare_upload(reference: np.ndarray, candidates: list[np.ndarray]) -> dict:
+    return {"files": [("reference", ("ref.png", png(reference))),
+                      *(("candidates", (f"c{i}.png", png(c))) for i, c in enumerate(candidates))]}
+
+
+def test_compare_is_413_from_all_its_images_when_each_alone_would_fit(monkeypatch):
+    """Reference and every candidate count: a compare whose images together exceed the
+    budget is 413 naming the whole estimate and the budget, though any one image fits;
+    nothing is decoded."""
+    import service.images
+
+    decoded: list[str] = []
+    real = service.images.decode_image
+    monkeypatch.setattr(service.images, "decode_image",
+                        lambda data, **kw: decoded.append(kw["what"]) or real(data, **kw))
+    images = [SMALL, *(np.roll(SMALL, k, axis=1) for k in (1, 2, 3))]
+    need = _need([a.shape for a in images], "compare")
+    budget = need - 1  # three of the four fit
+    with TestClient(create_app(Settings(devices=["cpu"], cpu_workers=1,
+                                        memory_budget=budget))) as client:
+        r = client.post("/v1/compare", **compare_upload(images[0], images[1:]))
+        assert r.status_code == 413, r.text
+        body = r.json()
+        assert body["code"] == "over-memory-budget"
+        assert (body["needed_bytes"], body["budget_bytes"]) == (need, budget)
+        assert str(need) in body["detail"] and str(budget) in body["detail"]
+        assert decoded == [] and client.app.state.df.budget.reserved == 0
+        client.app.state.df.budget.total = need  # now the request just fits
+        r = client.post("/v1/compare", **compare_upload(images[0], images[1:]))
+        assert r.status_code == 200, r.text
+        assert len(decoded) == 4 and client.app.state.df.budget.reserved == 0
+
+
+def test_a_request_that_does_not_fit_now_is_503_at_once_holding_nothing(monkeypatch):
+    """Budget for the whole request exists but others hold part of it: 503 with Retry-After
+    naming the whole estimate (both images of the pair), nothing decoded, nothing held."""
+    import service.images
+
+    decoded: list[str] = []
+    real = service.images.decode_image
+    monkeypatch.setattr(service.images, "decode_image",
+                        lambda data, **kw: decoded.append(kw["what"]) or real(data, **kw))
+    need = _need([SMALL.shape, SMALL.shape])
+    with TestClient(create_app(Settings(devices=["cpu"], cpu_workers=1,
+                                        memory_budget=3 * need))) as client:
+        budget = client.app.state.df.budget
+        budget.reserve(2 * need + need // 2, 1)  # room for one image of the pair, not two
+        start = time.monotonic()
+        r = client.post("/v1/diff", **upload(SMALL, 255 - SMALL))
+        assert time.monotonic() - start < 5
+        assert r.status_code == 503, r.text
+        assert r.json()["code"] == "memory-full" and int(r.headers["retry-after"]) >= 1
+        assert r.json()["needed_bytes"] == need
+        assert decoded == [] and budget.reserved == 2 * need + need // 2
+
+
+def test_a_url_image_is_not_awaited_once_the_known_images_exceed_the_budget():
+    """The inline reference alone is over budget: 413 at once, the candidate's slow URL is
+    not waited for (its fetch is cancelled)."""
+    import base64
+    import http.server
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *_: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            time.sleep(8)
+            self.send_response(404)
+            self.end_headers()
+
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    site.daemon_threads = True
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    try:
+        big = np.zeros((300, 300), np.uint8)
+        with TestClient(create_app(Settings(devices=["cpu"], cpu_workers=1,
+                                            allow_private_urls=True,
+                                            memory_budget=_need([big.shape]) - 1))) as client:
+            start = time.monotonic()
+            r = client.post("/v1/diff", json={
+                "reference": {"data": base64.b64encode(png(big)).decode()},
+                "candidate": {"url": f"http://127.0.0.1:{site.server_address[1]}/c.png"}})
+            took = time.monotonic() - start
+            assert r.status_code == 413 and r.json()["code"] == "over-memory-budget", r.text
+            assert r.json()["needed_bytes"] == _need([big.shape])
+            assert took < 4, took
+    finally:
+        site.shutdown()
+        site.server_close()
 
 
 # --- abandoned work, predictable waits ---------------------------------------------------
@@ -250,3 +380,19 @@ def test_a_predictably_too_long_wait_is_503_at_admission():
         pool.admit(deadline_s=0.15)  # one ahead + itself: about 0.2 s
     assert info.value.status == 503 and int(info.value.headers["Retry-After"]) >= 1
     pool.shutdown(5)
+
+
+def test_readyz_is_503_once_the_service_drains_while_requests_are_still_served():
+    with TestClient(create_app(Settings(devices=["cpu"], cpu_workers=1))) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        client.app.state.df.drain()  # what the server does on SIGTERM
+        r = client.get("/readyz")
+        assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
+        assert r.json()["code"] == "not-ready" and "shutting down" in r.json()["detail"]
+        assert int(r.headers["retry-after"]) >= 1
+        assert "df_ready 0.0" in client.get("/metrics").text
+        assert client.get("/healthz").status_code == 200
+        assert client.post("/v1/diff", **upload(SMALL, 255 - SMALL)).status_code == 200

@@ -51,7 +51,7 @@ PUBLIC = {
         'media_type', 'parse_config', 'parse_json_model', 'read_json', 'read_multipart',
         'require_media'
     },
-    "service.images": {'ImageLoader'},
+    "service.images": {'ImageLoader', 'Source'},
     "service.label_studio": {
         'DEFAULT_LABEL', 'LabelStudioAuth', 'LabelStudioFiles', 'MAX_TASKS', 'PredictRequest',
         'SetupRequest', 'Target', 'encode_rle', 'failed_prediction', 'jwt_claims', 'mask_to_rle',
@@ -91,7 +91,7 @@ PUBLIC = {
         'MAX_CANDIDATES', 'MapPayload', 'RegionOut', 'Scale', 'TINY_PNG_B64'
     },
     "service.scores": {'METRICS_DOC', 'MetricsOption', 'parse_metrics'},
-    "service.server": {'serve'},
+    "service.server": {'DrainingServer', 'serve'},
     "service.settings": {'Settings'},
     "service.state": {'ServiceState'},
     "service.urlfetch": {'Fetcher', 'UrlPolicy', 'address_allowed', 'refusal', 'sniff_image'},
