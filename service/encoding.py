@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from core.render import RenderConfig, colorbar, heatmap, heatmap_png, to_png
 from core.results import finite_values, regions_to_dicts
 
 from .errors import NotAcceptable
+from .jsonbody import Base64, dumps
 
 __all__ = [
     "COMPARE_MEDIA_TYPES",
@@ -106,10 +106,10 @@ def negotiate(accept: str | None, offered: tuple[str, ...] = MEDIA_TYPES) -> str
 
 
 def map_payload(m: np.ndarray) -> dict[str, Any]:
-    """A float map as ``{"dtype", "shape", "data"}`` (base64 little-endian row-major)."""
+    """A float map as ``{"dtype", "shape", "data"}`` for :func:`~service.jsonbody.dumps`
+    (data: base64 of little-endian row-major float32)."""
     le = np.ascontiguousarray(m, dtype="<f4")
-    return {"dtype": "float32", "shape": list(le.shape),
-            "data": base64.b64encode(le.tobytes()).decode("ascii")}
+    return {"dtype": "float32", "shape": list(le.shape), "data": Base64(le)}
 
 
 def _stamp(timing_ms: dict[str, float], start: float, arrived: float) -> None:
@@ -146,7 +146,7 @@ def json_bytes(result: PairResult, config: PipelineConfig, timing_ms: dict[str, 
         "config": config.model_dump(mode="json"),
         "timing_ms": {k: round(v, 3) for k, v in timing_ms.items()},
     }
-    return json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
+    return dumps(body)
 
 
 def encode(media: str, result: PairResult, config: PipelineConfig,
@@ -222,4 +222,4 @@ def comparison_bytes(media: str, c: Comparison, timing: dict[str, float], arrive
     body = _json_body(c, heatmaps)
     _stamp(timing, start, arrived)
     body["timing_ms"] = {k: round(v, 3) for k, v in timing.items()}
-    return json.dumps(body, allow_nan=False, separators=(",", ":")).encode()
+    return dumps(body)
