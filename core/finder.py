@@ -25,7 +25,8 @@ from .images import (
     pair_directories,
     to_tensor,
 )
-from .memory import retain_freed_memory
+from .memory import configure as configure_memory
+from .memory import retained_memory
 from .metrics import METRICS
 from .numeric import reduce_channels, squared_error_sum
 from .postprocess import POST_PROCESSORS
@@ -105,7 +106,7 @@ class Finder:
         except ValidationError as exc:  # a typed error for Python callers, paths kept
             raise ConfigError.from_validation(exc) from None
         self.device = resolve_device(device)
-        retain_freed_memory()  # large temporaries reused, not page-faulted anew (core.memory)
+        configure_memory()  # threads started later share the heap (core.memory)
         cfg = self.config
         self._pre = self._bind(PRE_PROCESSORS, cfg.pre_processor)
         self._strategy = STRATEGIES.get(cfg.strategy["name"])
@@ -143,7 +144,8 @@ class Finder:
         True raises :class:`~core.errors.Cancelled`.
         """
         names = [self.metric_name] if with_score else []
-        maps, scores = self.compute_scores(reference, candidate, names, cancel=cancel)
+        with retained_memory():  # large temporaries reused, not page-faulted anew
+            maps, scores = self.compute_scores(reference, candidate, names, cancel=cancel)
         return maps, scores.get(self.metric_name)
 
     def compute_scores(self, reference: torch.Tensor, candidate: torch.Tensor,
@@ -235,6 +237,13 @@ class Finder:
         whose cost is small next to the map's. ``cancel`` as in :meth:`compute`, also
         checked before regions.
         """
+        with retained_memory():  # large temporaries reused, not page-faulted anew
+            return self._analyze(reference, candidate, metrics=metrics, regions=regions,
+                                 limits=limits, cancel=cancel)
+
+    def _analyze(self, reference: ImageLike, candidate: ImageLike, *, metrics: Scores,
+                 regions: bool, limits: Limits | None, cancel: CancelCheck | None,
+                 ) -> list[PairResult]:
         t0 = time.perf_counter()
         if directory_pair(reference, candidate):
             raise InputError("analyze takes one pair; for two directories use run() or "

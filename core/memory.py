@@ -1,12 +1,22 @@
-"""Process memory tuning: keep freed large blocks for reuse instead of page-faulting anew.
+"""Process memory tuning: large temporaries reused from the C heap, not page-faulted anew.
 
 glibc hands every block over its mmap threshold (at most 32 MB) back to the kernel on free,
 so a 36-MP pipeline, whose ~100 full-size temporaries are each larger than that, pays a page
 fault per 4 KiB page for every one of them: page faults, not arithmetic, made cost grow
-~2x faster than the pixels (benchmarks/scale.py). :func:`retain_freed_memory` asks glibc to
-serve large blocks from its heap and keep freed ones (they are reused by the next step), and
-:func:`release_freed_memory` gives the free part back to the kernel (the service calls it
-when its workers go idle). Elsewhere than glibc both are no-ops that say so (return False).
+~2x faster than the pixels (benchmarks/scale.py). Three levels, all glibc ``mallopt``:
+
+- :func:`configure` (once, by ``Finder()``): one malloc arena, so threads started later
+  share the main heap's free blocks; blocks up to 32 MB from the heap (where glibc's
+  adaptive threshold settles after freeing large blocks anyway).
+- :func:`retained_memory` (around each ``Finder.analyze``): inside, large blocks come from
+  the heap too and freed ones stay for the next step; on leaving, large blocks are mapped
+  again (a growing buffer elsewhere reallocates with ``mremap``, not by copying) and the
+  heap's free top goes back to the kernel once above 64 MB.
+- :func:`retain_freed_memory` (a long-running service): retained for good; the service
+  calls :func:`release_freed_memory` when its workers go idle.
+
+``DF_RETAIN_MEMORY=0`` leaves the allocator alone; elsewhere than glibc all are no-ops that
+say so (return False).
 """
 
 from __future__ import annotations
@@ -16,23 +26,32 @@ import functools
 import logging
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-__all__ = ["RETAIN_ENV", "release_freed_memory", "retain_freed_memory"]
+__all__ = ["RETAIN_ENV", "configure", "release_freed_memory", "retain_freed_memory",
+           "retained_memory"]
 
-#: set to 0 to leave the C allocator as it is (``Finder`` otherwise tunes it once per process)
+#: set to 0 to leave the C allocator as it is
 RETAIN_ENV = "DF_RETAIN_MEMORY"
 
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters (malloc.h)
-_TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int: keep up to ~2 GiB free at the heap top
+# mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -3, -4, -8
+_MMAP_THRESHOLD = 32 << 20  # glibc's largest (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit)
+_TRIM_OUTSIDE = 64 << 20  # 2 x the mmap threshold, as glibc's adaptive rule sets it
+_TRIM_INSIDE = 2**31 - 1  # mallopt takes an int: keep up to ~2 GiB free at the heap top
+_MMAP_MAX = 65536  # glibc's default count of mapped blocks
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
-_state: dict[str, bool] = {}
+_state = {"configured": None, "depth": 0, "forever": False}
 
 
 @functools.cache
 def _glibc() -> ctypes.CDLL | None:
     """The process's C library when it is glibc (it has ``mallopt`` and ``malloc_trim``)."""
+    if os.environ.get(RETAIN_ENV, "1").strip() == "0":
+        return None
     try:
         libc = ctypes.CDLL(None)  # the symbols already loaded into this process
     except OSError:
@@ -42,25 +61,60 @@ def _glibc() -> ctypes.CDLL | None:
     return libc
 
 
-def retain_freed_memory() -> bool:
-    """Serve large blocks from glibc's heap and keep freed ones for reuse, once per process.
+def _set(libc: ctypes.CDLL, *params: tuple[int, int]) -> bool:
+    ok = all(libc.mallopt(param, value) for param, value in params)
+    if not ok:
+        log.warning("mallopt refused %s; large temporaries page-fault on every use", params)
+    return ok
 
-    True when in effect. Off when ``DF_RETAIN_MEMORY=0`` or the C library is not glibc.
-    Resident memory then stays at its high-water mark until :func:`release_freed_memory`.
-    """
+
+def configure() -> bool:
+    """One arena, blocks up to 32 MB from the heap; once per process. True when in effect."""
     with _lock:
-        if "retain" in _state:
-            return _state["retain"]
-        libc = None if os.environ.get(RETAIN_ENV, "1").strip() == "0" else _glibc()
-        ok = libc is not None and bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(
-            libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
-        if libc is not None and not ok:
-            log.warning("mallopt refused; large temporaries will page-fault on every use")
-        _state["retain"] = ok
-        return ok
+        if _state["configured"] is None:
+            libc = _glibc()
+            _state["configured"] = libc is not None and _set(
+                libc, (_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD),
+                (_M_TRIM_THRESHOLD, _TRIM_OUTSIDE))
+        return bool(_state["configured"])
+
+
+@contextmanager
+def retained_memory() -> Iterator[bool]:
+    """Within (nesting and threads allowed): every block from the heap, freed ones reused.
+    Yields whether that is in effect."""
+    on = configure()
+    libc = _glibc() if on else None
+    if libc is not None:
+        with _lock:
+            if _state["depth"] == 0 and not _state["forever"]:
+                _set(libc, (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _TRIM_INSIDE))
+            _state["depth"] += 1
+    try:
+        yield on
+    finally:
+        if libc is not None:
+            with _lock:
+                _state["depth"] -= 1
+                if _state["depth"] == 0 and not _state["forever"]:
+                    _set(libc, (_M_MMAP_MAX, _MMAP_MAX), (_M_TRIM_THRESHOLD, _TRIM_OUTSIDE))
+
+
+def retain_freed_memory() -> bool:
+    """Retain for good (a service, whose next request reuses the blocks): True when in
+    effect. Resident memory then stays at its high-water mark until
+    :func:`release_freed_memory`."""
+    if not configure():
+        return False
+    libc = _glibc()
+    assert libc is not None
+    with _lock:
+        if not _state["forever"]:
+            _state["forever"] = _set(libc, (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _TRIM_INSIDE))
+        return bool(_state["forever"])
 
 
 def release_freed_memory() -> bool:
     """Return the C heap's free memory to the kernel (``malloc_trim``); True if any was."""
-    libc = _glibc() if _state.get("retain") else None
+    libc = _glibc() if _state["configured"] else None
     return bool(libc.malloc_trim(0)) if libc is not None else False

@@ -126,9 +126,12 @@ def regions_json(regions: Sequence[Region]) -> list[dict[str, Any]]:
 
 
 def npy_bytes(m: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(m, dtype="<f4"), allow_pickle=False)
-    return buf.getvalue()
+    """The map as a ``.npy`` file (float32 little-endian), built with one copy: a growing
+    ``BytesIO`` re-copies a 144-MB map several times over (no ``mremap`` on the C heap)."""
+    arr = np.ascontiguousarray(m, dtype="<f4")
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(arr))
+    return b"".join([header.getvalue(), memoryview(arr.reshape(-1)).cast("B")])
 
 
 def json_bytes(result: PairResult, config: PipelineConfig, timing_ms: dict[str, float],

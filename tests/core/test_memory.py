@@ -17,21 +17,29 @@ ROOT = Path(__file__).resolve().parents[2]
 # A 3000² pair: its full-size float temporaries (~100 MB) are over glibc's mmap threshold.
 # Reports the minor page faults of a warm analyze, the peak RSS, and what release gives back.
 _PROBE = r"""
-import json, resource
+import json, resource, sys, threading
 import numpy as np
 from core import Finder
-from core.memory import release_freed_memory
+from core.memory import release_freed_memory, retain_freed_memory
 rng = np.random.default_rng(0)
 a = rng.integers(0, 256, (3000, 3000, 3), dtype=np.uint8)
 b = a.copy()
 b[100:160, 200:260] //= 2
 f = Finder(device="cpu")
-first = f.analyze(a, b)[0]
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-second = f.analyze(a, b)[0]
-faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+if sys.argv[2] == "service":
+    retain_freed_memory()
+out = {}
+def go():  # in a thread started after Finder(), as the service's workers are
+    first = f.analyze(a, b)[0]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    second = f.analyze(a, b)[0]
+    out["faults"] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+if sys.argv[1] == "thread":
+    t = threading.Thread(target=go); t.start(); t.join()
+else:
+    go()
+faults = out["faults"]
 rss = lambda: int(open("/proc/self/statm").read().split()[1]) * 4096
-del first, second
 held = rss()
 released = release_freed_memory()
 print(json.dumps({"faults": faults, "released": released, "drop": held - rss(),
@@ -39,20 +47,24 @@ print(json.dumps({"faults": faults, "released": released, "drop": held - rss(),
 """
 
 
-def _probe(**env: str) -> dict:
-    done = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True,
+def _probe(where: str, mode: str = "library", **env: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", _PROBE, where, mode], capture_output=True,
+                          text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT), **env}, timeout=120,
                           check=True)
     return json.loads(done.stdout)
 
 
-def test_a_warm_analyze_reuses_memory_and_release_gives_it_back() -> None:
-    on, off = _probe(), _probe(DF_RETAIN_MEMORY="0")
+@pytest.mark.parametrize("where, mode", [("main", "library"), ("thread", "library"),
+                                         ("thread", "service")])
+def test_a_warm_analyze_reuses_memory_and_release_gives_it_back(where: str, mode: str) -> None:
+    on, off = _probe(where, mode), _probe(where, mode, DF_RETAIN_MEMORY="0")
     temporary_pages = 3000 * 3000 * 3 * 4 // 4096
     # glibc's default unmaps every freed block over 32 MB: each temporary faults anew
     assert off["faults"] > 2 * temporary_pages
     # retained: most temporaries are served from freed blocks (seen: 2-40 k faults vs 100-180 k)
     assert on["faults"] < min(2 * temporary_pages, off["faults"] // 2), (on, off)
     assert on["peak"] < 1.25 * off["peak"], (on, off)  # reuse, not growth (seen: <= 1.12x)
-    assert on["released"] is True and on["drop"] > 100 * 2**20
+    if mode == "service":  # retained for good, until released
+        assert on["released"] is True and on["drop"] > 100 * 2**20
     assert off["released"] is False
