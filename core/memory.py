@@ -7,11 +7,11 @@ fault per 4 KiB page for every one of them: page faults, not arithmetic, made co
 
 - :func:`configure` (once, by ``Finder()``): one malloc arena, so threads started later
   share the main heap's free blocks; blocks up to 32 MB from the heap (where glibc's
-  adaptive threshold settles after freeing large blocks anyway).
+  adaptive threshold settles after freeing large blocks anyway); the heap's free memory
+  kept (up to 2 GiB at its top) for the next call.
 - :func:`retained_memory` (around each ``Finder.analyze``): inside, large blocks come from
-  the heap too and freed ones stay for the next step; on leaving, large blocks are mapped
-  again (a growing buffer elsewhere reallocates with ``mremap``, not by copying) and the
-  heap's free top goes back to the kernel once above 64 MB.
+  the heap too; on leaving, large blocks are mapped again (a growing buffer elsewhere
+  reallocates with ``mremap``, not by copying).
 - :func:`retain_freed_memory` (a long-running service): retained for good; the service
   calls :func:`release_freed_memory` when its workers go idle.
 
@@ -38,8 +38,7 @@ RETAIN_ENV = "DF_RETAIN_MEMORY"
 # mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -3, -4, -8
 _MMAP_THRESHOLD = 32 << 20  # glibc's largest (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit)
-_TRIM_OUTSIDE = 64 << 20  # 2 x the mmap threshold, as glibc's adaptive rule sets it
-_TRIM_INSIDE = 2**31 - 1  # mallopt takes an int: keep up to ~2 GiB free at the heap top
+_TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int: keep up to ~2 GiB free at the heap top
 _MMAP_MAX = 65536  # glibc's default count of mapped blocks
 
 log = logging.getLogger(__name__)
@@ -75,20 +74,20 @@ def configure() -> bool:
             libc = _glibc()
             _state["configured"] = libc is not None and _set(
                 libc, (_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD),
-                (_M_TRIM_THRESHOLD, _TRIM_OUTSIDE))
+                (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
         return bool(_state["configured"])
 
 
 @contextmanager
 def retained_memory() -> Iterator[bool]:
-    """Within (nesting and threads allowed): every block from the heap, freed ones reused.
-    Yields whether that is in effect."""
+    """Within (nesting and threads allowed): every block from the heap, freed ones reused
+    (:func:`release_freed_memory` gives them back). Yields whether that is in effect."""
     on = configure()
     libc = _glibc() if on else None
     if libc is not None:
         with _lock:
             if _state["depth"] == 0 and not _state["forever"]:
-                _set(libc, (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _TRIM_INSIDE))
+                _set(libc, (_M_MMAP_MAX, 0))
             _state["depth"] += 1
     try:
         yield on
@@ -97,7 +96,7 @@ def retained_memory() -> Iterator[bool]:
             with _lock:
                 _state["depth"] -= 1
                 if _state["depth"] == 0 and not _state["forever"]:
-                    _set(libc, (_M_MMAP_MAX, _MMAP_MAX), (_M_TRIM_THRESHOLD, _TRIM_OUTSIDE))
+                    _set(libc, (_M_MMAP_MAX, _MMAP_MAX))
 
 
 def retain_freed_memory() -> bool:
@@ -110,7 +109,7 @@ def retain_freed_memory() -> bool:
     assert libc is not None
     with _lock:
         if not _state["forever"]:
-            _state["forever"] = _set(libc, (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _TRIM_INSIDE))
+            _state["forever"] = _set(libc, (_M_MMAP_MAX, 0))
         return bool(_state["forever"])
 
 
