@@ -4,7 +4,8 @@ connection errors, latency percentiles of accepted and refused requests, the ser
 peak RSS, and targets with PASS/FAIL:
 
 - 0 connection errors;
-- refusals' p99 <= 50 ms, and /healthz and /readyz probes' p99 <= 50 ms;
+- burst users' refusals' p99 <= 50 ms (slow uploaders' refusals, timed by their own upload,
+  are printed apart), and /healthz and /readyz probes' p99 <= 50 ms;
 - peak RSS over idle within the memory budget;
 - accepted p99 <= queue size x median service time (Server-Timing), the issue's bound;
 
@@ -138,6 +139,7 @@ class Record:
     """What came back: (status, ms, Retry-After present, service ms or None); 0 = error."""
 
     rows: list[tuple[int, float, bool, float | None]] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)  # each row's user class: burst, slow
     errors: Counter = field(default_factory=Counter)
     first: float | None = None  # perf_counter of the first request's start
     last: float = 0.0  # ... and of the last answer
@@ -192,6 +194,7 @@ def user_classes(body: tuple[bytes, str], slow_users: int, record: Record, limit
             record.errors[type(exc).__name__] += 1
             record.rows.append((0, (time.perf_counter() - start) * 1e3, False, None))
         record.last = time.perf_counter()
+        record.names.append(name)
         if retry_after:
             gevent.sleep(retry_after)
 
@@ -289,7 +292,12 @@ def run_scenario(name: str, size: int, users: int, slow: int, budget: int | None
     rows = record.rows
     counts = Counter(s for s, *_ in rows)
     accepted = [ms for s, ms, *_ in rows if s == 200]
-    refused = [(ms, retry) for s, ms, retry, _ in rows if s in (413, 429, 503)]
+    # the refusal target is the burst users': a slow uploader's refusal is timed by its own
+    # upload (it sends its first 16 KB after 0.15 s; a refusal comes once the body is in)
+    refused = [(ms, retry) for (s, ms, retry, _), who in zip(rows, record.names, strict=True)
+               if s in (413, 429, 503) and who == "burst"]
+    slow_refused = [ms for (s, ms, *_), who in zip(rows, record.names, strict=True)
+                    if s in (413, 429, 503) and who == "slow"]
     services = [sv for s, _, _, sv in rows if s == 200 and sv is not None]
     median_service = pct(services, 50)
     bound = args.queue_size * median_service  # the issue's: queue length x median service
@@ -308,8 +316,12 @@ def run_scenario(name: str, size: int, users: int, slow: int, budget: int | None
         print(f"| {status or 'connection error'} | {counts[status]} | {pct(ts, 50):.0f} | "
               f"{pct(ts, 90):.0f} | {pct(ts, 99):.0f} | {max(ts):.0f} |")
     print(f"\n- connection errors: {errors} {dict(record.errors) or ''}")
-    print(f"- refusals with Retry-After: {sum(r for _, r in refused if True)}/{len(refused)} "
-          "(413s carry none)")
+    print(f"- burst users' refusals with Retry-After: {sum(r for _, r in refused)}/"
+          f"{len(refused)} (413s carry none)")
+    if slow_refused:
+        print(f"- slow uploaders' refusals: {len(slow_refused)}, p50 {pct(slow_refused, 50):.0f}"
+              f" ms, p99 {pct(slow_refused, 99):.0f} ms (from the request's start: their own "
+              "upload is in it)")
     print(f"- /healthz and /readyz under load: p50 {pct(health, 50):.1f} ms, p99 "
           f"{pct(health, 99):.1f} ms ({len(health)} probes)")
     print(f"- median service time {median_service:.0f} ms; server RSS idle "
@@ -317,7 +329,8 @@ def run_scenario(name: str, size: int, users: int, slow: int, budget: int | None
     refused_p99 = pct([ms for ms, _ in refused], 99)
     checks = [
         ("0 connection errors", errors == 0, f"{errors}"),
-        ("refusals' p99 <= 50 ms", not refused or refused_p99 <= 50, f"{refused_p99:.0f} ms"),
+        ("burst refusals' p99 <= 50 ms", not refused or refused_p99 <= 50,
+         f"{refused_p99:.0f} ms"),
         ("/healthz and /readyz p99 <= 50 ms", pct(health, 99) <= 50,
          f"{pct(health, 99):.0f} ms"),
         ("peak RSS over idle <= budget", peak - idle <= budget_bytes,
