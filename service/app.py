@@ -4,6 +4,7 @@ the routes are :mod:`service.routes`."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -41,6 +42,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         state.start()
+        gc.collect()  # then the loaded modules and models leave the collector's full passes:
+        gc.freeze()  # a full pass over them stalled the loop ~100 ms (benchmarks/load.py storm)
         try:
             yield
         finally:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import math
 import os
@@ -288,6 +289,7 @@ class WorkerPool:
 
     def _worker_ready(self) -> None:
         if all(w.ready.is_set() for w in self.workers):
+            gc.freeze()  # warmed models leave the collector's full passes (see service.app)
             self.metrics.ready.set(1)
 
     def shutdown(self, timeout: float = 30.0) -> bool:
