@@ -134,7 +134,8 @@ class Settings(BaseSettings):
     drain_seconds: Annotated[float, Field(ge=0, le=60)] = Field(
         10.0, description="an early answer (503, 413, 401) first reads and discards the "
         "unread request body for up to this many seconds in all (2 s at most between two "
-        "reads, up to twice the body limit), so clients still sending can read it")
+        "reads, up to twice the body limit and at least 1 GiB), so clients still sending can "
+        "read it")
     shutdown_timeout: Annotated[float, Field(ge=0, le=3600)] = Field(
         30.0, description="on SIGTERM, seconds in-flight requests get to finish")
     shutdown_delay: Annotated[float, Field(ge=0, le=600)] = Field(
@@ -200,8 +201,10 @@ class Settings(BaseSettings):
 
     @property
     def drain_bytes(self) -> int:
-        """The most body bytes an early answer reads and discards before it is sent."""
-        return 2 * self.body_limit
+        """The most body bytes an early answer reads and discards before it is sent: twice
+        the body limit, at least 1 GiB (a body over it gets ``Connection: close``, and a
+        client still sending sees a reset, so the bound is wide; time bounds it too)."""
+        return max(2 * self.body_limit, 1 << 30)
 
     @property
     def io_pool_size(self) -> int:
