@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from core.images import Limits
-from core.memory import retain_freed_memory
+from core.memory import configure as configure_memory
 
 from .budget import MemoryBudget, memory_limit
 from .images import ImageLoader
@@ -43,7 +43,7 @@ class ServiceState:
     @classmethod
     def build(cls, settings: Settings) -> ServiceState:
         """Every part configured from ``settings``; workers start in :meth:`start`."""
-        retain_freed_memory()  # before any worker thread exists (core.memory)
+        configure_memory()  # before any worker thread exists: one heap (core.memory)
         devices = resolve_devices(settings.devices, settings.cpu_worker_count)
         metrics = Metrics()
         warmup = Warmup(settings.preload, settings.warmup_size, metrics)
