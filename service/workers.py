@@ -43,6 +43,7 @@ __all__ = ["Admission", "WorkerPool", "cancel_check", "lower_priority", "resolve
 log = logging.getLogger("service.workers")
 T = TypeVar("T")
 _running = threading.local()  # .job: the job this worker thread is running
+IDLE_TRIM_S = 5.0  # seconds without work before freed memory goes back to the kernel
 
 
 def cancel_check() -> CancelCheck | None:
@@ -159,7 +160,11 @@ class Worker:
             self.ready.set()
             self.pool._worker_ready()
         while True:
-            job = self.jobs.get()
+            try:  # after work, wait at most IDLE_TRIM_S before giving freed memory back
+                job = self.jobs.get(timeout=IDLE_TRIM_S if self.pool.unreleased else None)
+            except queue.Empty:
+                self.pool.release_if_idle()
+                continue
             if job is None:
                 return
             try:
@@ -169,8 +174,7 @@ class Worker:
                 job.settle(exc=exc)  # no-op if the job was already settled
                 with self.pool.lock:
                     self.busy = False
-            if self.pool.idle:  # freed blocks are kept for reuse while busy (core.memory)
-                release_freed_memory()
+            self.pool.unreleased = True
 
     def _handle(self, job: Job[Any]) -> None:
         try:
@@ -267,6 +271,7 @@ class WorkerPool:
         self._next = 0
         self._started = False
         self.closing = False
+        self.unreleased = False  # jobs ran since the last release_if_idle
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -281,11 +286,15 @@ class WorkerPool:
         return self._started and not self.closing and all(w.ready.is_set()
                                                           for w in self.workers)
 
-    @property
-    def idle(self) -> bool:
-        """No job queued or running on any worker."""
+    def release_if_idle(self) -> None:
+        """Give the C heap's freed memory back (core.memory) when no job is queued or
+        running: a trim holds the allocator's lock (tens of ms for GBs), so it waits for a
+        quiet spell (IDLE_TRIM_S) rather than running between two jobs of a burst."""
         with self.lock:
-            return not any(w.load for w in self.workers)
+            if not self.unreleased or any(w.load for w in self.workers):
+                return
+            self.unreleased = False
+        release_freed_memory()
 
     def _worker_ready(self) -> None:
         if all(w.ready.is_set() for w in self.workers):

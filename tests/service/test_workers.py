@@ -287,3 +287,25 @@ def test_resolve_devices():
 
         with pytest.raises(DeviceError, match="CUDA is not available"):
             resolve_devices(["cuda:0"])
+
+
+def test_freed_memory_goes_back_once_after_a_quiet_spell_not_between_jobs(monkeypatch):
+    import service.workers as workers
+
+    released: list[float] = []
+    monkeypatch.setattr(workers, "IDLE_TRIM_S", 0.3)
+    monkeypatch.setattr(workers, "release_freed_memory", lambda: released.append(time.monotonic()))
+    pool = make_pool(workers=1)
+    try:
+        async def burst() -> float:
+            for _ in range(3):  # back to back: no quiet spell between them
+                await pool.run(lambda d: time.sleep(0.1), deadline=soon())
+            return time.monotonic()
+
+        done = asyncio.run(burst())
+        assert released == []  # not between the jobs, nor right after the last
+        time.sleep(1.0)
+        assert len(released) == 1  # once, after the quiet spell
+        assert released[0] - done >= 0.25
+    finally:
+        pool.shutdown(5)
