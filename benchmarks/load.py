@@ -226,6 +226,25 @@ def user_classes(body: tuple[bytes, str], slow_users: int, record: Record, limit
     return classes
 
 
+def loop_lag_buckets(url: str) -> dict[float, float]:
+    """The server's ``df_event_loop_lag_seconds`` histogram: {bucket upper bound: count}."""
+    out: dict[float, float] = {}
+    for line in requests.get(url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith("df_event_loop_lag_seconds_bucket"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def lag_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """The bucket bound under which a share ``q`` of the wake-ups between the two fell."""
+    total = after.get(float("inf"), 0.0) - before.get(float("inf"), 0.0)
+    for le in sorted(after):
+        if total and after[le] - before.get(le, 0.0) >= q * total:
+            return le
+    return float("nan")
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -246,6 +265,7 @@ def run_scenario(name: str, size: int, users: int, slow: int, budget: int | None
         idle = status_kib(server.proc.pid, "VmRSS") * 1024
         with open(f"/proc/{server.proc.pid}/clear_refs", "w") as f:
             f.write("5")  # the peak counts from here
+        lag_before = loop_lag_buckets(server.url)
         environment = Environment(user_classes=user_classes(body, slow, record,
                                                             args.requests, backoff),
                                   host=server.url)
@@ -285,6 +305,7 @@ def run_scenario(name: str, size: int, users: int, slow: int, budget: int | None
         prober.join(10)  # its last probe is answered before the server stops
         elapsed = time.monotonic() - started
         peak = status_kib(server.proc.pid, "VmHWM") * 1024
+        lag_after = loop_lag_buckets(server.url)
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(30)
@@ -326,6 +347,9 @@ def run_scenario(name: str, size: int, users: int, slow: int, budget: int | None
               "upload is in it)")
     print(f"- /healthz and /readyz under load: p50 {pct(health, 50):.1f} ms, p99 "
           f"{pct(health, 99):.1f} ms ({len(health)} probes)")
+    print(f"- the server's own event-loop lag (df_event_loop_lag_seconds, 50 ms sleeps): "
+          f"p99 <= {lag_quantile(lag_before, lag_after, 0.99) * 1e3:g} ms, p99.9 <= "
+          f"{lag_quantile(lag_before, lag_after, 0.999) * 1e3:g} ms (bucket bounds)")
     print(f"- median service time {median_service:.0f} ms; server RSS idle "
           f"{idle / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB")
     refused_p99 = pct([ms for ms, _ in refused], 99)

@@ -4,6 +4,7 @@ the routes are :mod:`service.routes`."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from core import __version__
 from . import apidocs
 from .drain import DrainMiddleware
 from .gate import AdmissionGate
+from .looplag import watch_loop_lag
 from .middleware import ApiKeyMiddleware, BodyLimitMiddleware
 from .problems import install_handlers
 from .prometheus import MetricsMiddleware
@@ -44,9 +46,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.start()
         gc.collect()  # then the loaded modules and models leave the collector's full passes:
         gc.freeze()  # a full pass over them stalled the loop ~100 ms (benchmarks/load.py storm)
+        lag = asyncio.create_task(watch_loop_lag(state.metrics.loop_lag))
         try:
             yield
         finally:
+            lag.cancel()
             await state.aclose()
 
     app = FastAPI(title="Difference Finder", version=__version__, lifespan=lifespan,

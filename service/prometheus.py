@@ -43,6 +43,10 @@ class Metrics:
         self.queue_wait = Histogram("df_queue_wait_seconds",
                                     "time jobs wait in the queue before a worker starts them",
                                     buckets=_WAIT_BUCKETS, registry=r)
+        self.loop_lag = Histogram("df_event_loop_lag_seconds",
+                                  "how late the event loop wakes a task that slept 50 ms: "
+                                  "what any request waits before it is even looked at",
+                                  buckets=_WAIT_BUCKETS, registry=r)
         self.rejected = Counter("df_requests_rejected",
                                 "diff requests refused or dropped, by reason "
                                 "(queue_full, memory_full, wait_too_long, deadline, disconnected)",

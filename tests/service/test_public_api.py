@@ -35,6 +35,7 @@ PUBLIC = {
     "service.drain": {'DrainMiddleware'},
     "service.gate": {'ADMISSION_KEY', 'AdmissionGate', 'taken_place'},
     "service.jsonbody": {'Base64', 'dumps'},
+    "service.looplag": {'INTERVAL_S', 'watch_loop_lag'},
     "service.deps": {'SettingsDep', 'StateDep', 'get_settings', 'get_state'},
     "service.encoding": {
         'COMPARE_MEDIA_TYPES', 'FIGURE_FORMAT', 'JSON', 'MEDIA_TYPES', 'NPY', 'PNG',
