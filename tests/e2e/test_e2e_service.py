@@ -203,6 +203,17 @@ def test_work_of_a_departed_client_is_dropped(start_server, photo_png):
     assert httpx.get(s.url + "/readyz").status_code == 200
 
 
+def in_flight(s, photo_png) -> tuple[threading.Thread, dict[str, httpx.Response]]:
+    """A slow diff started on a thread and given 0.15 s to be in flight; its answer lands
+    in the dict under "r"."""
+    result: dict[str, httpx.Response] = {}
+    t = threading.Thread(target=lambda: result.setdefault("r", httpx.post(
+        s.url + "/v1/diff", files=files(photo_png), data={"config": SLOW}, timeout=60)))
+    t.start()
+    time.sleep(0.15)
+    return t, result
+
+
 def test_readyz_is_503_while_the_server_drains_after_sigterm(start_server, photo_png):
     """SIGTERM turns /readyz to 503 at once; for DF_SHUTDOWN_DELAY the server still accepts
     and serves (liveness and computing), so a balancer polling /readyz leaves first; then
@@ -210,11 +221,7 @@ def test_readyz_is_503_while_the_server_drains_after_sigterm(start_server, photo
     exits."""
     s = start_server(DF_SHUTDOWN_DELAY="3", DF_CPU_WORKERS="1")
     s.wait_ready()
-    result: dict[str, httpx.Response] = {}
-    t = threading.Thread(target=lambda: result.setdefault("r", httpx.post(
-        s.url + "/v1/diff", files=files(photo_png), data={"config": SLOW}, timeout=60)))
-    t.start()
-    time.sleep(0.15)  # the request is in flight
+    t, result = in_flight(s, photo_png)
     signalled = time.monotonic()
     s.proc.terminate()
     seen = []
@@ -245,11 +252,7 @@ def test_readyz_is_503_while_the_server_drains_after_sigterm(start_server, photo
 def test_sigterm_finishes_in_flight_work(start_server, photo_png):
     s = start_server(DF_SHUTDOWN_TIMEOUT="30")
     s.wait_ready()
-    result: dict[str, httpx.Response] = {}
-    t = threading.Thread(target=lambda: result.setdefault("r", httpx.post(
-        s.url + "/v1/diff", files=files(photo_png), data={"config": SLOW}, timeout=60)))
-    t.start()
-    time.sleep(0.15)  # the request is in flight
+    t, result = in_flight(s, photo_png)
     s.proc.terminate()
     t.join(60)
     assert result["r"].status_code == 200
