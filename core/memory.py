@@ -11,9 +11,8 @@ fault per 4 KiB page for every one of them: page faults, not arithmetic, made co
   kept (up to 2 GiB at its top) for the next call.
 - :func:`retained_memory` (around each ``Finder.analyze``): inside, large blocks come from
   the heap too; on leaving, large blocks are mapped again (a growing buffer elsewhere
-  reallocates with ``mremap``, not by copying).
-- :func:`retain_freed_memory` (a long-running service): retained for good; the service
-  calls :func:`release_freed_memory` when its workers go idle.
+  reallocates with ``mremap``, not by copying). The service configures at start-up, before
+  its worker threads exist, and calls :func:`release_freed_memory` after 5 s without work.
 
 ``DF_RETAIN_MEMORY=0`` leaves the allocator alone; elsewhere than glibc all are no-ops that
 say so (return False).
@@ -29,8 +28,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["RETAIN_ENV", "configure", "release_freed_memory", "retain_freed_memory",
-           "retained_memory"]
+__all__ = ["RETAIN_ENV", "configure", "release_freed_memory", "retained_memory"]
 
 #: set to 0 to leave the C allocator as it is
 RETAIN_ENV = "DF_RETAIN_MEMORY"
@@ -43,7 +41,7 @@ _MMAP_MAX = 65536  # glibc's default count of mapped blocks
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
-_state = {"configured": None, "depth": 0, "forever": False}
+_state = {"configured": None, "depth": 0}
 
 
 @functools.cache
@@ -86,7 +84,7 @@ def retained_memory() -> Iterator[bool]:
     libc = _glibc() if on else None
     if libc is not None:
         with _lock:
-            if _state["depth"] == 0 and not _state["forever"]:
+            if _state["depth"] == 0:
                 _set(libc, (_M_MMAP_MAX, 0))
             _state["depth"] += 1
     try:
@@ -95,22 +93,8 @@ def retained_memory() -> Iterator[bool]:
         if libc is not None:
             with _lock:
                 _state["depth"] -= 1
-                if _state["depth"] == 0 and not _state["forever"]:
+                if _state["depth"] == 0:
                     _set(libc, (_M_MMAP_MAX, _MMAP_MAX))
-
-
-def retain_freed_memory() -> bool:
-    """Retain for good (a service, whose next request reuses the blocks): True when in
-    effect. Resident memory then stays at its high-water mark until
-    :func:`release_freed_memory`."""
-    if not configure():
-        return False
-    libc = _glibc()
-    assert libc is not None
-    with _lock:
-        if not _state["forever"]:
-            _state["forever"] = _set(libc, (_M_MMAP_MAX, 0))
-        return bool(_state["forever"])
 
 
 def release_freed_memory() -> bool:

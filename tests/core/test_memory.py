@@ -20,14 +20,12 @@ _PROBE = r"""
 import json, resource, sys, threading
 import numpy as np
 from core import Finder
-from core.memory import release_freed_memory, retain_freed_memory
+from core.memory import release_freed_memory
 rng = np.random.default_rng(0)
 a = rng.integers(0, 256, (3000, 3000, 3), dtype=np.uint8)
 b = a.copy()
 b[100:160, 200:260] //= 2
 f = Finder(device="cpu")
-if sys.argv[2] == "service":
-    retain_freed_memory()
 out = {}
 def go():  # in a thread started after Finder(), as the service's workers are
     first = f.analyze(a, b)[0]
@@ -47,24 +45,22 @@ print(json.dumps({"faults": faults, "released": released, "drop": held - rss(),
 """
 
 
-def _probe(where: str, mode: str = "library", **env: str) -> dict:
-    done = subprocess.run([sys.executable, "-c", _PROBE, where, mode], capture_output=True,
+def _probe(where: str, **env: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", _PROBE, where], capture_output=True,
                           text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT), **env}, timeout=120,
                           check=True)
     return json.loads(done.stdout)
 
 
-@pytest.mark.parametrize("where, mode", [("main", "library"), ("thread", "library"),
-                                         ("thread", "service")])
-def test_a_warm_analyze_reuses_memory_and_release_gives_it_back(where: str, mode: str) -> None:
-    on, off = _probe(where, mode), _probe(where, mode, DF_RETAIN_MEMORY="0")
+@pytest.mark.parametrize("where", ["main", "thread"])
+def test_a_warm_analyze_reuses_memory_and_release_gives_it_back(where: str) -> None:
+    on, off = _probe(where), _probe(where, DF_RETAIN_MEMORY="0")
     temporary_pages = 3000 * 3000 * 3 * 4 // 4096
     # glibc's default unmaps every freed block over 32 MB: each temporary faults anew
     assert off["faults"] > 2 * temporary_pages
     # retained: most temporaries are served from freed blocks (seen: 2-40 k faults vs 100-180 k)
     assert on["faults"] < min(2 * temporary_pages, off["faults"] // 2), (on, off)
     assert on["peak"] < 1.25 * off["peak"], (on, off)  # reuse, not growth (seen: <= 1.12x)
-    if mode == "service":  # retained for good, until released
-        assert on["released"] is True and on["drop"] > 100 * 2**20
+    assert on["released"] is True and on["drop"] > 100 * 2**20  # kept until released
     assert off["released"] is False
