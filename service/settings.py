@@ -73,8 +73,9 @@ class Settings(BaseSettings):
         "shared by the CPU workers, at least 1 (decoding and HTTP keep a core)")
     worker_nice: Annotated[int, Field(ge=0, le=19)] = Field(
         5, description="how much lower than the event loop the CPU workers (and the torch "
-        "threads they start) are scheduled (Linux nice increment): health checks and refusals "
-        "stay quick while every worker computes; 0 keeps them equal")
+        "threads they start) and the decode/encode threads are scheduled (Linux nice "
+        "increment): health checks and refusals stay quick while every worker computes; 0 "
+        "keeps them equal")
     io_threads: Annotated[int, Field(ge=1, le=256)] | None = Field(
         None, description="threads that decode, fetch and encode off the event loop; "
         "default: CPU count + 2, at most 16")
