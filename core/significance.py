@@ -1,9 +1,11 @@
 """The ``significance`` strategy: a difference map in calibrated units (z, robust sigmas).
 
 Per pixel it says how far the local change stands above what the pair's own image-wide
-residual explains. The residual (candidate - reference, in an opponent colour space so a hue
-change counts) is normalised by a noise level fitted on the pair itself: medians of |residual|
-in bins of local texture (codec and resampling residue is larger on edges than on flat areas).
+residual explains. First the pair's image-wide linear filter (blur, resampling, sharpening,
+gain and offset: a small kernel per colour channel, fitted robustly on the pair) and tone curve
+are explained; the rest (in an opponent colour space, so a hue change counts) is normalised by
+a noise level fitted on the pair itself: medians of |residual| in bins of local texture (codec
+and resampling residue is larger on edges than on flat areas).
 The normalised residual is then integrated over neighbourhoods of an avg-pool pyramid (sigma
 ~2 to ~32 px): its mean (zero-mean residue cancels, a real change does not) and its mean
 absolute value (changes with no mean shift: mirrored patches, blurred or removed texture).
@@ -24,7 +26,8 @@ from .metrics import MetricOutput
 from .numeric import argsort_last, band_rows, pool2, sort_last
 from .strategies import STRATEGIES, BoundMetric
 
-__all__ = ["SIGNIFICANCE_UNIT", "BinnedCurves", "significance", "significance_map"]
+__all__ = ["SIGNIFICANCE_UNIT", "BinnedCurves", "apply_linear_filter", "fit_linear_filter",
+           "significance", "significance_map"]
 
 #: the unit of the map, named on colorbars
 SIGNIFICANCE_UNIT = "significance (robust sigmas)"
@@ -211,6 +214,73 @@ class BinnedCurves:
         return out
 
 
+def _filter_design(a: torch.Tensor, r: int, step: int) -> torch.Tensor:
+    """Rows of the linear model on a regular subsample of (N, C, H, W): the (2r+1)^2
+    neighbours of each sampled pixel (r or more from the border) and a constant, (N, C, S, P)."""
+    h, w = a.shape[-2:]
+    ny, nx = len(range(r, h - r, step)), len(range(r, w - r, step))
+    cols = [a[..., dy : dy + (ny - 1) * step + 1 : step, dx : dx + (nx - 1) * step + 1 : step]
+            for dy in range(2 * r + 1) for dx in range(2 * r + 1)]
+    cols.append(torch.ones_like(cols[0]))
+    return torch.stack(cols, dim=-1).reshape(*a.shape[:2], ny * nx, len(cols))
+
+
+def fit_linear_filter(a: torch.Tensor, b: torch.Tensor, radius: int = 2, iters: int = 3
+                      ) -> torch.Tensor:
+    """The image-wide linear filter of a pair: per (sample, channel) of (N, C, H, W), the
+    (2 radius + 1)^2 kernel and offset with ``b ~ kernel * a + offset`` (least squares on a
+    subsample, reweighted ``iters`` times by Huber's weights, so local edits, a small share of
+    the pixels, do not bend it); the identity where that fits no better. Returns (N, C, P)
+    coefficients, the offset last."""
+    h, w = a.shape[-2:]
+    r = max(0, min(radius, (min(h, w) - 1) // 2))
+    step = max(1, int(((h - 2 * r) * (w - 2 * r) / _SAMPLES) ** 0.5))
+    x = _filter_design(a, r, step).double()
+    y = b[..., r : h - r : step, r : w - r : step].reshape(*b.shape[:2], -1, 1).double()
+    y = y[..., : x.shape[-2], :]
+    p = x.shape[-1]
+    ridge = 1e-9 * x.shape[-2] * torch.eye(p, dtype=x.dtype, device=x.device)
+    wt = torch.ones_like(y)
+    beta = y.new_zeros(*y.shape[:2], p, 1)
+    for i in range(max(1, iters)):
+        xw = x * wt
+        beta = torch.linalg.solve(xw.transpose(-1, -2) @ x + ridge, xw.transpose(-1, -2) @ y)
+        if i + 1 < iters:
+            res = (y - x @ beta).abs_()
+            scale = res.median(dim=-2, keepdim=True).values.mul_(_MAD * 1.345).clamp_min(1e-6)
+            wt = (scale / res.clamp_min(1e-12)).clamp_(max=1.0)  # Huber: 1 inside, c/|r| out
+    # where the plain difference does at least as well (an identical pair, pure noise), keep
+    # it: exact zeros stay zeros
+    centre = (p - 1) // 2
+    plain = (y - x[..., centre : centre + 1]).abs().median(dim=-2).values
+    fitted = (y - x @ beta).abs().median(dim=-2).values
+    identity = torch.zeros_like(beta)
+    identity[..., centre, :] = 1.0
+    beta = torch.where((plain <= fitted)[..., None], identity, beta)
+    return beta[..., 0].to(a.dtype)
+
+
+def apply_linear_filter(a: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """``kernel * a + offset`` of (N, C, H, W) for :func:`fit_linear_filter`'s coefficients,
+    replicate borders, in bands of rows on the CPU (no padded full-size copy)."""
+    n, c, h, w = a.shape
+    k = round((beta.shape[-1] - 1) ** 0.5)
+    r = k // 2
+    kernel = beta[..., :-1].reshape(n * c, 1, k, k)
+    offset = beta[..., -1].reshape(1, n * c, 1, 1)
+    flat = a.reshape(1, n * c, h, w)
+    if r == 0:
+        return (flat * kernel.view(1, n * c, 1, 1) + offset).view_as(a)
+    rows = 8 * band_rows(a, r)
+    out = torch.empty_like(flat)
+    for i in range(0, h, rows):
+        lo, hi = max(0, i - r), min(h, i + rows + r)
+        band = F.pad(flat[..., lo:hi, :], (r, r, r - (i - lo), r - (hi - min(h, i + rows))),
+                     mode="replicate")
+        out[..., i : i + rows, :] = F.conv2d(band, kernel, groups=n * c).add_(offset)
+    return out.view_as(a)
+
+
 def _robust_z(x: torch.Tensor, floor_sd: float, centre: bool = True) -> torch.Tensor:
     """Standardise each (sample, channel) of ``x`` by its median and MAD (sd at least
     ``floor_sd``, the value for white noise)."""
@@ -232,17 +302,18 @@ def _chi_to_z(q: torch.Tensor, k: int) -> torch.Tensor:
 def significance_map(
     ref: torch.Tensor, cand: torch.Tensor, *, levels: int = 5, bins: int = 16,
     floor: float = 0.002, gain: float = 1.5, tone: bool = True, reach: int = 2,
-    tail: bool = True, border: int = 2, texture: str = "min",
+    tail: bool = True, border: int = 2, texture: str = "min", kernel: int = 2,
 ) -> torch.Tensor:
     """The calibrated map (N, 1, H, W) of an (N, C, H, W) pair; see the module docstring."""
     h, w = ref.shape[-2:]
     a, b = ref.float(), cand.float()
     if min(h, w) >= 2:  # the base grid: 2x2 means (edits of interest are >= 8 px)
         a, b = pool2(a), pool2(b)
-    d = b - a
-    if tone:  # an image-wide tone change (and clipping at black or white) explains
-        d = d.sub_(BinnedCurves(a, max(1, bins // 2)).curve(d, spread=False))
-    a, b, d = _opponent(a), _opponent(b), _opponent(d)
+    a, b = _opponent(a), _opponent(b)
+    # the image-wide linear filter (blur, resampling, gain, offset) explains first
+    d = b - (apply_linear_filter(a, fit_linear_filter(a, b, kernel)) if kernel else a)
+    if tone:  # then an image-wide tone change (and clipping at black or white)
+        d = d.sub_(BinnedCurves(a[:, :1], max(1, bins // 2)).curve(d, spread=False))
     k = a.shape[1]
     tt = _pair_texture(a, b, reach, texture)
     if border and min(tt.shape[-2:]) > 2 * border:  # filters pad differently at the borders
@@ -297,16 +368,19 @@ def significance(
     tail: bool = True,
     border: Annotated[int, Field(ge=0, le=16)] = 2,
     texture: Literal["min", "ref", "geomean"] = "min",
+    kernel: Annotated[int, Field(ge=0, le=4)] = 2,
 ) -> tuple[torch.Tensor, MetricOutput | None]:
     """How far each spot's change stands above the pair's own residual, in robust sigmas.
 
     Calibrated on the pair itself (noise level per texture, spread per scale), integrated over
     ~2-32 px neighbourhoods; catches shifts in mean and in texture, hue at constant brightness.
-    ``floor`` is the smallest residual sigma assumed (data units); ``gain``: how much a coarser
-    scale may add per octave over the finer one; ``tone``: explain an image-wide tone curve
-    (and clipping) first; ``reach``: how far (base pixels) edge residue is expected beside an
-    edge; ``tail``: heavy-tailed residue widens the sigmas (q90). The metric is not used.
+    ``kernel``: the radius (base pixels) of the image-wide linear filter explained first
+    (0: none, the raw difference); ``floor`` is the smallest residual sigma assumed (data
+    units); ``gain``: how much a coarser scale may add per octave over the finer one;
+    ``tone``: explain an image-wide tone curve (and clipping) after the filter; ``reach``: how
+    far (base pixels) edge residue is expected beside an edge; ``tail``: heavy-tailed residue
+    widens the sigmas (q90). The metric is not used.
     """
     return significance_map(ref, cand, levels=levels, bins=bins, floor=floor, gain=gain,
                             tone=tone, reach=reach, tail=tail,
-                            border=border, texture=texture), None
+                            border=border, texture=texture, kernel=kernel), None

@@ -295,3 +295,58 @@ def test_pool2_equals_avg_pool_with_ceil_mode() -> None:
     x = torch.rand(3, 4, 500, generator=gen)
     assert torch.equal(sort_last(x), x.sort(dim=-1).values)
     assert torch.equal(x.gather(-1, argsort_last(x)), x.sort(dim=-1).values)
+
+
+def test_linear_filter_fit_recovers_an_image_wide_blur_despite_local_edits(
+        astronaut: np.ndarray) -> None:
+    """The fitted kernel equals the one that made the candidate (scipy's correlate, nearest
+    borders), though a tenth of the image was edited; the prediction matches scipy's too."""
+    from core.significance import apply_linear_filter, fit_linear_filter
+
+    a = astronaut[:256, :256].astype(np.float32) / 255.0
+    kernel = np.outer([1, 4, 6, 4, 1], [1, 2, 3, 2, 1]).astype(np.float32)
+    kernel /= kernel.sum() / 0.9  # a blur with gain 0.9 and an offset of 0.05
+    b = np.stack([ndimage.correlate(a[..., c], kernel, mode="nearest") for c in range(3)], -1)
+    b += 0.05
+    b[40:120, 60:140] = 0.8  # local edits: ~10 % of the pixels, not explained by the filter
+    ta = torch.from_numpy(a).permute(2, 0, 1)[None].contiguous()
+    tb = torch.from_numpy(b).permute(2, 0, 1)[None].contiguous()
+    beta = fit_linear_filter(ta, tb, radius=2)  # the default: 3 reweightings
+    assert beta.shape == (1, 3, 26)
+    exact = fit_linear_filter(ta, tb, radius=2, iters=10)  # converged: the edits carry no weight
+    for c in range(3):
+        np.testing.assert_allclose(beta[0, c, :25].reshape(5, 5).numpy(), kernel, atol=4e-3)
+        np.testing.assert_allclose(exact[0, c, :25].reshape(5, 5).numpy(), kernel, atol=1e-5)
+        assert abs(float(exact[0, c, 25]) - 0.05) < 1e-5
+    pred = apply_linear_filter(ta, beta)[0].permute(1, 2, 0).numpy()
+    taps = beta[0, :, :25].reshape(3, 5, 5).numpy()
+    want = np.stack([ndimage.correlate(a[..., c], taps[c], mode="nearest") for c in range(3)],
+                    -1) + beta[0, :, 25].numpy()
+    np.testing.assert_allclose(pred, want, atol=1e-5)
+
+
+def test_linear_filter_in_bands_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.numeric
+    from core.significance import apply_linear_filter
+
+    gen = torch.Generator().manual_seed(3)
+    a = torch.rand(2, 3, 203, 171, generator=gen)
+    beta = torch.randn(2, 3, 50, generator=gen)  # radius 3 kernels (49 taps) and offsets
+    whole = apply_linear_filter(a, beta)
+    monkeypatch.setattr(core.numeric, "BAND_ELEMENTS", 64)  # bands of a few rows
+    torch.testing.assert_close(apply_linear_filter(a, beta), whole, rtol=0, atol=1e-5)
+
+
+def test_the_filter_keeps_a_blurred_candidate_quiet_but_finds_a_local_sharpening(
+        astronaut: np.ndarray) -> None:
+    """An image-wide blur is explained (no region); a local sharpening under it is not."""
+    blurred = _blur(astronaut, 1.0)
+    assert _regions(astronaut, blurred) == []
+    box = (300, 180, 48, 48)
+    x, y, w, h = box
+    sharp = blurred.astype(np.float64)
+    patch = sharp[y : y + h, x : x + w]
+    sharp[y : y + h, x : x + w] = patch + 1.5 * (patch - ndimage.gaussian_filter(patch, (2, 2, 0)))
+    regions = _regions(astronaut, _u8(sharp))
+    assert regions and _box_iou(regions[0], box) > 0.3
+    assert all(_box_iou(r, box) > 0 for r in regions)
