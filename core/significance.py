@@ -26,8 +26,8 @@ from .metrics import MetricOutput
 from .numeric import argsort_last, band_rows, pool2, sort_last
 from .strategies import STRATEGIES, BoundMetric
 
-__all__ = ["SIGNIFICANCE_UNIT", "BinnedCurves", "apply_linear_filter", "fit_linear_filter",
-           "significance", "significance_map"]
+__all__ = ["SAMPLES", "SIGNIFICANCE_UNIT", "BinnedCurves", "apply_linear_filter",
+           "fit_linear_filter", "significance", "significance_map"]
 
 #: the unit of the map, named on colorbars
 SIGNIFICANCE_UNIT = "significance (robust sigmas)"
@@ -35,7 +35,9 @@ SIGNIFICANCE_UNIT = "significance (robust sigmas)"
 _MAD = 1.4826  # MAD -> standard deviation of a normal distribution
 _BLUR_GAIN = 0.375  # sd gain of the 2-D [1, 2, 1] / 4 blur on white noise (6/16 per axis)
 _ABS_MEAN, _ABS_SD = 0.7979, 0.6028  # mean and sd of |z| for z ~ N(0, 1)
-_SAMPLES = 16384  # pixels sampled for the robust statistics
+#: pixels sampled (a regular grid) for the robust statistics of a level or a curve
+SAMPLES = 8192
+_FIT_SAMPLES = 2048  # pixels sampled to fit the image-wide linear filter (26 coefficients)
 _LUT = 1024  # cells of the uniform grid a fitted curve is looked up on (per key)
 
 
@@ -112,9 +114,9 @@ def _pair_texture(a: torch.Tensor, b: torch.Tensor, reach: int, mode: str) -> to
 
 
 def _sample(x: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) -> (N, C, S): a regular subsample of about _SAMPLES pixels."""
+    """(N, C, H, W) -> (N, C, S): a regular subsample of about SAMPLES pixels."""
     h, w = x.shape[-2:]
-    step = max(1, int((h * w / _SAMPLES) ** 0.5))
+    step = max(1, int((h * w / SAMPLES) ** 0.5))
     return x[..., ::step, ::step].reshape(x.shape[0], x.shape[1], -1)
 
 
@@ -232,32 +234,30 @@ def fit_linear_filter(a: torch.Tensor, b: torch.Tensor, radius: int = 2, iters: 
     subsample, reweighted ``iters`` times by Huber's weights, so local edits, a small share of
     the pixels, do not bend it); the identity where that fits no better. Returns (N, C, P)
     coefficients, the offset last."""
-    h, w = a.shape[-2:]
+    n, c, h, w = a.shape
     r = max(0, min(radius, (min(h, w) - 1) // 2))
-    step = max(1, int(((h - 2 * r) * (w - 2 * r) / _SAMPLES) ** 0.5))
-    x = _filter_design(a, r, step).double()
-    y = b[..., r : h - r : step, r : w - r : step].reshape(*b.shape[:2], -1, 1).double()
-    y = y[..., : x.shape[-2], :]
+    step = max(1, int(((h - 2 * r) * (w - 2 * r) / _FIT_SAMPLES) ** 0.5))
+    x = _filter_design(a, r, step).reshape(n * c, -1, (2 * r + 1) ** 2 + 1).double()
+    y = b[..., r : h - r : step, r : w - r : step].reshape(n * c, -1, 1).double()
+    y = y[:, : x.shape[1]]
     p = x.shape[-1]
-    ridge = 1e-9 * x.shape[-2] * torch.eye(p, dtype=x.dtype, device=x.device)
-    wt = torch.ones_like(y)
-    beta = y.new_zeros(*y.shape[:2], p, 1)
+    ridge = 1e-9 * x.shape[1] * torch.eye(p, dtype=torch.float64, device=x.device)
+    xw = x
     for i in range(max(1, iters)):
-        xw = x * wt
-        beta = torch.linalg.solve(xw.transpose(-1, -2) @ x + ridge, xw.transpose(-1, -2) @ y)
+        xt = xw.transpose(1, 2)  # in float64: neighbouring pixels correlate closely
+        beta = torch.linalg.solve(torch.bmm(xt, x) + ridge, torch.bmm(xt, y))
+        res = (y - torch.bmm(x, beta)).abs_()
         if i + 1 < iters:
-            res = (y - x @ beta).abs_()
-            scale = res.median(dim=-2, keepdim=True).values.mul_(_MAD * 1.345).clamp_min(1e-6)
-            wt = (scale / res.clamp_min(1e-12)).clamp_(max=1.0)  # Huber: 1 inside, c/|r| out
+            scale = res.median(dim=1, keepdim=True).values.mul_(_MAD * 1.345).clamp_min(1e-6)
+            xw = x * (scale / res.clamp_min(1e-12)).clamp_(max=1.0)  # Huber: 1 in, c/|r| out
     # where the plain difference does at least as well (an identical pair, pure noise), keep
     # it: exact zeros stay zeros
     centre = (p - 1) // 2
-    plain = (y - x[..., centre : centre + 1]).abs().median(dim=-2).values
-    fitted = (y - x @ beta).abs().median(dim=-2).values
+    plain = (y - x[..., centre : centre + 1]).abs_().median(dim=1).values
     identity = torch.zeros_like(beta)
-    identity[..., centre, :] = 1.0
-    beta = torch.where((plain <= fitted)[..., None], identity, beta)
-    return beta[..., 0].to(a.dtype)
+    identity[:, centre] = 1.0
+    beta = torch.where((plain <= res.median(dim=1).values)[:, None], identity, beta)
+    return beta.reshape(n, c, p).to(a.dtype)
 
 
 def apply_linear_filter(a: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from core import Finder
 from core.regions import Region, RegionsConfig
-from core.significance import significance_map
+from core.significance import SAMPLES, significance_map
 
 SIG = {"strategy": "significance", "post_processor": [], "regions": {"threshold": "hysteresis"}}
 
@@ -241,7 +241,7 @@ def _reference_curve(key: torch.Tensor, val: torch.Tensor, bins: int, spread: bo
     ``searchsorted``), on the same regular subsample as the strategy's."""
     n, k = val.shape[:2]
     kk = key.shape[1]
-    step = max(1, int((key.shape[-2] * key.shape[-1] / 16384) ** 0.5))
+    step = max(1, int((key.shape[-2] * key.shape[-1] / SAMPLES) ** 0.5))
     ks = key[..., ::step, ::step].reshape(n, kk, -1)
     vs = val[..., ::step, ::step].reshape(n, k, -1)
     b = max(1, min(bins, ks.shape[-1] // 8))
