@@ -262,23 +262,28 @@ def fit_linear_filter(a: torch.Tensor, b: torch.Tensor, radius: int = 2, iters: 
 
 def apply_linear_filter(a: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     """``kernel * a + offset`` of (N, C, H, W) for :func:`fit_linear_filter`'s coefficients,
-    replicate borders, in bands of rows on the CPU (no padded full-size copy)."""
+    replicate borders: shifted multiply-adds (faster than a depthwise conv2d on the CPU), in
+    bands of rows on the CPU (no padded full-size copy)."""
     n, c, h, w = a.shape
     k = round((beta.shape[-1] - 1) ** 0.5)
     r = k // 2
-    kernel = beta[..., :-1].reshape(n * c, 1, k, k)
-    offset = beta[..., -1].reshape(1, n * c, 1, 1)
-    flat = a.reshape(1, n * c, h, w)
-    if r == 0:
-        return (flat * kernel.view(1, n * c, 1, 1) + offset).view_as(a)
-    rows = 8 * band_rows(a, r)
-    out = torch.empty_like(flat)
+    taps = beta[..., :-1].reshape(n, c, k * k, 1, 1)
+    offset = beta[..., -1].reshape(n, c, 1, 1)
+    out = torch.empty_like(a)
+    rows = 8 * band_rows(a, r) if r else h
     for i in range(0, h, rows):
         lo, hi = max(0, i - r), min(h, i + rows + r)
-        band = F.pad(flat[..., lo:hi, :], (r, r, r - (i - lo), r - (hi - min(h, i + rows))),
-                     mode="replicate")
-        out[..., i : i + rows, :] = F.conv2d(band, kernel, groups=n * c).add_(offset)
-    return out.view_as(a)
+        band = a[..., lo:hi, :]
+        if r:
+            band = F.pad(band, (r, r, r - (i - lo), r - (hi - min(h, i + rows))),
+                         mode="replicate")
+        m = band.shape[-2] - 2 * r
+        acc = out[..., i : i + m, :]
+        acc.copy_(offset.expand_as(acc))
+        for t in range(k * k):
+            dy, dx = divmod(t, k)
+            acc.addcmul_(band[..., dy : dy + m, dx : dx + w], taps[:, :, t])
+    return out
 
 
 def _robust_z(x: torch.Tensor, floor_sd: float, centre: bool = True) -> torch.Tensor:
