@@ -7,7 +7,8 @@ are explained; the rest (in an opponent colour space, so a hue change counts) is
 a noise level fitted on the pair itself: medians of |residual| in bins of local texture (codec
 and resampling residue is larger on edges than on flat areas).
 The normalised residual is then integrated over neighbourhoods of an avg-pool pyramid (sigma
-~2 to ~32 px): its mean (zero-mean residue cancels, a real change does not) and its mean
+~2 to ~16 px; four levels by default, a fifth changed nothing on the tuning half): its mean
+(zero-mean residue cancels, a real change does not) and its mean
 absolute value (changes with no mean shift: mirrored patches, blurred or removed texture).
 Each level's spread is measured robustly on the pair (the residue is spatially correlated),
 so every level's map is a z-score; coarse evidence is shown only where finer evidence
@@ -232,20 +233,28 @@ def fit_linear_filter(a: torch.Tensor, b: torch.Tensor, radius: int = 2, iters: 
     """The image-wide linear filter of a pair: per (sample, channel) of (N, C, H, W), the
     (2 radius + 1)^2 kernel and offset with ``b ~ kernel * a + offset`` (least squares on a
     subsample, reweighted ``iters`` times by Huber's weights, so local edits, a small share of
-    the pixels, do not bend it); the identity where that fits no better. Returns (N, C, P)
-    coefficients, the offset last."""
+    the pixels, do not bend it); the identity where that fits no better or cannot be solved
+    (a constant image). A tiny image gets a smaller kernel. Returns (N, C, P) coefficients,
+    the offset last."""
     n, c, h, w = a.shape
     r = max(0, min(radius, (min(h, w) - 1) // 2))
+    while r and (h - 2 * r) * (w - 2 * r) < 8 * ((2 * r + 1) ** 2 + 1):
+        r -= 1  # a tiny image: a smaller kernel, at least 8 samples per coefficient
     step = max(1, int(((h - 2 * r) * (w - 2 * r) / _FIT_SAMPLES) ** 0.5))
     x = _filter_design(a, r, step).reshape(n * c, -1, (2 * r + 1) ** 2 + 1).double()
     y = b[..., r : h - r : step, r : w - r : step].reshape(n * c, -1, 1).double()
     y = y[:, : x.shape[1]]
     p = x.shape[-1]
-    ridge = 1e-9 * x.shape[1] * torch.eye(p, dtype=torch.float64, device=x.device)
+    eye = torch.eye(p, dtype=torch.float64, device=x.device)
+    failed = torch.zeros(n * c, 1, dtype=torch.bool, device=x.device)
     xw = x
     for i in range(max(1, iters)):
         xt = xw.transpose(1, 2)  # in float64: neighbouring pixels correlate closely
-        beta = torch.linalg.solve(torch.bmm(xt, x) + ridge, torch.bmm(xt, y))
+        gram = torch.bmm(xt, x)
+        ridge = 1e-9 * gram.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-30)[:, None, None]
+        beta, info = torch.linalg.solve_ex(gram + ridge * eye, torch.bmm(xt, y))
+        failed |= (info != 0)[:, None] | ~beta.isfinite().all(dim=1)
+        beta = beta.nan_to_num_(0.0, 0.0, 0.0)
         res = (y - torch.bmm(x, beta)).abs_()
         if i + 1 < iters:
             scale = res.median(dim=1, keepdim=True).values.mul_(_MAD * 1.345).clamp_min(1e-6)
@@ -256,7 +265,8 @@ def fit_linear_filter(a: torch.Tensor, b: torch.Tensor, radius: int = 2, iters: 
     plain = (y - x[..., centre : centre + 1]).abs_().median(dim=1).values
     identity = torch.zeros_like(beta)
     identity[:, centre] = 1.0
-    beta = torch.where((plain <= res.median(dim=1).values)[:, None], identity, beta)
+    keep = failed | (plain <= res.median(dim=1).values)  # also where the solve failed
+    beta = torch.where(keep[:, None], identity, beta)
     return beta.reshape(n, c, p).to(a.dtype)
 
 
@@ -305,7 +315,7 @@ def _chi_to_z(q: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def significance_map(
-    ref: torch.Tensor, cand: torch.Tensor, *, levels: int = 5, bins: int = 16,
+    ref: torch.Tensor, cand: torch.Tensor, *, levels: int = 4, bins: int = 16,
     floor: float = 0.002, gain: float = 1.5, tone: bool = True, reach: int = 2,
     tail: bool = True, border: int = 2, texture: str = "min", kernel: int = 2,
 ) -> torch.Tensor:
@@ -364,7 +374,7 @@ def significance_map(
                      unit=SIGNIFICANCE_UNIT, vmin=3.0, vmax=30.0, scale="sqrt")
 def significance(
     ref: torch.Tensor, cand: torch.Tensor, metric: BoundMetric, *,
-    levels: Annotated[int, Field(ge=1, le=8)] = 5,
+    levels: Annotated[int, Field(ge=1, le=8)] = 4,
     bins: Annotated[int, Field(ge=1, le=64)] = 16,
     floor: Annotated[float, Field(gt=0)] = 0.002,
     gain: Annotated[float, Field(ge=1.0)] = 1.5,
@@ -378,7 +388,7 @@ def significance(
     """How far each spot's change stands above the pair's own residual, in robust sigmas.
 
     Calibrated on the pair itself (noise level per texture, spread per scale), integrated over
-    ~2-32 px neighbourhoods; catches shifts in mean and in texture, hue at constant brightness.
+    ~2-16 px neighbourhoods; catches shifts in mean and in texture, hue at constant brightness.
     ``kernel``: the radius (base pixels) of the image-wide linear filter explained first
     (0: none, the raw difference); ``floor`` is the smallest residual sigma assumed (data
     units); ``gain``: how much a coarser scale may add per octave over the finer one;

@@ -350,3 +350,19 @@ def test_the_filter_keeps_a_blurred_candidate_quiet_but_finds_a_local_sharpening
     regions = _regions(astronaut, _u8(sharp))
     assert regions and _box_iou(regions[0], box) > 0.3
     assert all(_box_iou(r, box) > 0 for r in regions)
+
+
+def test_linear_filter_on_a_constant_or_tiny_image_is_finite() -> None:
+    """No kernel can be told apart on a constant reference (a singular fit) or a 3x3 image:
+    the fit falls back to a smaller kernel or the identity, never NaN or an exception."""
+    from core.significance import fit_linear_filter
+
+    flat = torch.full((1, 3, 64, 64), 0.5)
+    edited = flat.clone()
+    edited[..., 20:30, 20:30] = 0.9
+    beta = fit_linear_filter(flat, edited)
+    assert beta.isfinite().all()
+    m = significance_map(flat, edited)[0, 0]
+    assert float(m[22:28, 22:28].min()) > float(m[40:, 40:].max()) + 10
+    tiny = fit_linear_filter(torch.rand(2, 1, 3, 3), torch.rand(2, 1, 3, 3))
+    assert tiny.shape == (2, 1, 2) and tiny.isfinite().all()  # a 1x1 kernel and an offset
