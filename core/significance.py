@@ -243,7 +243,6 @@ def fit_linear_filter(a: torch.Tensor, b: torch.Tensor, radius: int = 2, iters: 
     step = max(1, int(((h - 2 * r) * (w - 2 * r) / _FIT_SAMPLES) ** 0.5))
     x = _filter_design(a, r, step).reshape(n * c, -1, (2 * r + 1) ** 2 + 1).double()
     y = b[..., r : h - r : step, r : w - r : step].reshape(n * c, -1, 1).double()
-    y = y[:, : x.shape[1]]
     p = x.shape[-1]
     eye = torch.eye(p, dtype=torch.float64, device=x.device)
     failed = torch.zeros(n * c, 1, dtype=torch.bool, device=x.device)
