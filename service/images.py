@@ -37,10 +37,13 @@ class ImageLoader:
     """Decodes uploads, base64 and URLs under the service's limits."""
 
     def __init__(self, *, max_bytes: int, limits: Limits, executor: Executor,
-                 fetcher: Fetcher) -> None:
+                 fetcher: Fetcher, header_executor: Executor | None = None) -> None:
         self.max_bytes = max_bytes
         self.limits = limits
         self.executor = executor
+        # headers are read apart from decoding: a refusal by the budget must not wait in line
+        # behind other requests' decodes and encodes (benchmarks/load.py, big)
+        self.header_executor = header_executor or executor
         self.fetcher = fetcher
 
     def check_size(self, size: int, what: str) -> None:
@@ -54,7 +57,8 @@ class ImageLoader:
         if reservation is None:
             return
         loop = asyncio.get_running_loop()
-        header = await loop.run_in_executor(self.executor, peek_header, data, self.limits)
+        header = await loop.run_in_executor(self.header_executor, peek_header, data,
+                                            self.limits)
         if header is not None:  # no image, or over the limits: decoding says which
             reservation.add(header)
 

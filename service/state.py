@@ -24,6 +24,9 @@ from .workers import WorkerPool, lower_priority, resolve_devices
 
 __all__ = ["ServiceState"]
 
+#: threads that read image headers for the memory budget (apart from the decoding pool)
+_HEADER_THREADS = 2
+
 
 @dataclass
 class ServiceState:
@@ -34,6 +37,7 @@ class ServiceState:
     pool: WorkerPool
     warmup: Warmup
     executor: ThreadPoolExecutor
+    header_executor: ThreadPoolExecutor  # image headers only (Pillow's lazy open): never queued
     fetcher: Fetcher
     loader: ImageLoader
     budget: MemoryBudget  # host memory; CUDA devices' budgets are the pool's
@@ -62,6 +66,8 @@ class ServiceState:
         executor = ThreadPoolExecutor(settings.io_pool_size, thread_name_prefix="df-io",
                                       initializer=lower_priority,  # decoding yields to the loop
                                       initargs=(settings.worker_nice,))
+        # headers apart from the decoding pool: a budget refusal never waits behind decodes
+        headers = ThreadPoolExecutor(_HEADER_THREADS, thread_name_prefix="df-header")
         fetcher = Fetcher(UrlPolicy(allow_private=settings.allow_private_urls,
                                     allowlist=tuple(settings.url_allowlist)),
                           max_bytes=settings.max_upload_bytes, timeout=settings.url_timeout,
@@ -70,11 +76,13 @@ class ServiceState:
         loader = ImageLoader(max_bytes=settings.max_upload_bytes,
                              limits=Limits(max_pixels=settings.max_pixels,
                                            max_side=settings.max_side),
-                             executor=executor, fetcher=fetcher)
+                             executor=executor, fetcher=fetcher,
+                             header_executor=headers)
         ls_key = settings.label_studio_api_key
         ls_files = LabelStudioFiles(fetcher, settings.label_studio_url,
                                     ls_key.get_secret_value() if ls_key else None)
-        return cls(settings, metrics, pool, warmup, executor, fetcher, loader, budget, ls_files)
+        return cls(settings, metrics, pool, warmup, executor, headers, fetcher, loader, budget,
+                   ls_files)
 
     def start(self) -> None:
         self.pool.start()
@@ -91,3 +99,4 @@ class ServiceState:
         await loop.run_in_executor(None, self.pool.shutdown, self.settings.shutdown_timeout)
         await self.fetcher.aclose()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.header_executor.shutdown(wait=False, cancel_futures=True)

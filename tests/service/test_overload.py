@@ -124,6 +124,27 @@ def test_a_taken_budget_is_503_with_retry_after_and_freed_after_each_answer():
         assert 'df_requests_rejected_total{reason="memory_full"} 1.0' in metrics
 
 
+def test_a_budget_refusal_does_not_wait_behind_other_requests_decodes():
+    """Headers are read apart from the decoding pool: with every decoding thread busy (other
+    requests' big images), a request that does not fit the budget is refused at once."""
+    with TestClient(create_app(Settings(devices=["cpu"], cpu_workers=1, io_threads=2,
+                                        memory_budget=50_000_000))) as client:
+        state = client.app.state.df
+        release = threading.Event()
+        busy = [state.executor.submit(release.wait, 30) for _ in range(2)]
+        try:
+            state.budget.reserve(state.budget.total - 1000, 1)  # another request holds it
+            t0 = time.monotonic()
+            r = client.post("/v1/diff", **upload(SMALL, 255 - SMALL))
+            waited = time.monotonic() - t0
+            assert r.status_code == 503 and r.json()["code"] == "memory-full", r.text
+            assert waited < 5.0, f"the refusal waited {waited:.1f} s for a decoding thread"
+            assert not any(f.done() for f in busy)  # the decoding pool was busy all along
+        finally:
+            release.set()
+            state.budget.release(state.budget.total - 1000)
+
+
 def test_json_inline_images_are_reserved_too():
     import base64
     with TestClient(create_app(Settings(devices=["cpu"], cpu_workers=1,
