@@ -269,6 +269,13 @@ def fit_linear_filter(a: torch.Tensor, b: torch.Tensor, radius: int = 2, iters: 
     return beta.reshape(n, c, p).to(a.dtype)
 
 
+def _is_identity(beta: torch.Tensor) -> bool:
+    """Whether :func:`fit_linear_filter`'s coefficients are the identity everywhere."""
+    centre = (beta.shape[-1] - 1) // 2
+    ones = int((beta[..., centre] == 1).sum())
+    return ones == beta[..., 0].numel() == int(beta.count_nonzero())
+
+
 def apply_linear_filter(a: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     """``kernel * a + offset`` of (N, C, H, W) for :func:`fit_linear_filter`'s coefficients,
     replicate borders: shifted multiply-adds (faster than a depthwise conv2d on the CPU), in
@@ -325,7 +332,10 @@ def significance_map(
         a, b = pool2(a), pool2(b)
     a, b = _opponent(a), _opponent(b)
     # the image-wide linear filter (blur, resampling, gain, offset) explains first
-    d = b - (apply_linear_filter(a, fit_linear_filter(a, b, kernel)) if kernel else a)
+    # (where the plain difference fits as well, the filter is the identity: skipped, exactly)
+    beta = fit_linear_filter(a, b, kernel) if kernel else None
+    filtered = beta is not None and not _is_identity(beta)
+    d = b - (apply_linear_filter(a, beta) if filtered else a)
     if tone:  # then an image-wide tone change (and clipping at black or white)
         d = d.sub_(BinnedCurves(a[:, :1], max(1, bins // 2)).curve(d, spread=False))
     k = a.shape[1]

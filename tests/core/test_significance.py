@@ -366,3 +366,25 @@ def test_linear_filter_on_a_constant_or_tiny_image_is_finite() -> None:
     assert float(m[22:28, 22:28].min()) > float(m[40:, 40:].max()) + 10
     tiny = fit_linear_filter(torch.rand(2, 1, 3, 3), torch.rand(2, 1, 3, 3))
     assert tiny.shape == (2, 1, 2) and tiny.isfinite().all()  # a 1x1 kernel and an offset
+
+
+def test_an_identity_fit_skips_the_filter_and_equals_the_plain_difference(
+        astronaut: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An edits-only pair: the plain difference fits as well as any kernel, so the fit is the
+    identity, the filter is not applied, and the map is exactly the kernel-0 (plain) map."""
+    import core.significance as sig
+
+    cand = astronaut.copy()
+    cand[100:160, 200:260] = (30, 200, 40)
+    ref_t = torch.from_numpy(astronaut).permute(2, 0, 1)[None].float().div(255).contiguous()
+    cand_t = torch.from_numpy(cand).permute(2, 0, 1)[None].float().div(255).contiguous()
+    calls: list[int] = []
+    real = sig.apply_linear_filter
+    monkeypatch.setattr(sig, "apply_linear_filter", lambda a, b: calls.append(1) or real(a, b))
+    filtered = significance_map(ref_t, cand_t)
+    assert calls == []
+    torch.testing.assert_close(filtered, significance_map(ref_t, cand_t, kernel=0), rtol=0,
+                               atol=0)
+    blurred = torch.from_numpy(_blur(cand, 1.0)).permute(2, 0, 1)[None].float().div(255)
+    significance_map(ref_t, blurred.contiguous())  # a blur is a filter: applied
+    assert calls == [1]
