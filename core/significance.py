@@ -17,14 +17,16 @@ supports it (``gain`` per octave), which keeps spots from bleeding into their su
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
 from .metrics import MetricOutput
-from .numeric import argsort_last, band_rows, pool2, sort_last
+from .numeric import ArrayT, argsort_last, band_rows, pool2, sort_last
 from .strategies import STRATEGIES, BoundMetric
 
 __all__ = ["SAMPLES", "SIGNIFICANCE_UNIT", "BinnedCurves", "apply_linear_filter",
@@ -121,13 +123,25 @@ def _sample(x: torch.Tensor) -> torch.Tensor:
     return x[..., ::step, ::step].reshape(x.shape[0], x.shape[1], -1)
 
 
-def _order_stat(v: torch.Tensor, q: float) -> torch.Tensor:
+def _order_stat(v: ArrayT, q: float) -> ArrayT:
     """Quantile ``q`` of rows already sorted along the last dimension (linear interpolation,
     as ``torch.quantile``)."""
     pos = q * (v.shape[-1] - 1)
     lo = int(pos)
     hi = min(lo + 1, v.shape[-1] - 1)
     return v[..., lo] + (v[..., hi] - v[..., lo]) * (pos - lo)
+
+
+def _bin_stat(v: ArrayT, spread: bool, tail: bool, maximum: Callable[[ArrayT, ArrayT], ArrayT]
+              ) -> ArrayT:
+    """Per bin of ``v`` (sorted along its last axis; NumPy or torch): the median, or with
+    ``spread`` the robust sigma of :meth:`BinnedCurves.curve`."""
+    if not spread:
+        return v[..., (v.shape[-1] - 1) // 2]  # the (lower) median, as torch.median
+    stat = maximum(_order_stat(v, 0.5) * _MAD, _order_stat(v, 0.75) / 1.1503)
+    if tail:  # heavier-than-normal tails widen the sigma (q90 of |normal| = 1.645 sigma)
+        stat = maximum(stat, _order_stat(v, 0.9) / 1.6449)
+    return stat
 
 
 class BinnedCurves:
@@ -151,6 +165,12 @@ class BinnedCurves:
         scale = 2.0 / span.clamp_min(1e-12)
         self.key, self.c0, self.scale = key, c0.reshape(n * kk, 1, 1, 1), scale
         self.coords: torch.Tensor | None = None  # the whole key's, once asked for
+        # each grid point's bracketing bin centres and weight: shared by every curve
+        hi = torch.searchsorted(self.centres, self.grid).clamp_(1, b - 1)  # exact
+        lo = hi - 1
+        c0g, c1g = self.centres.gather(2, lo), self.centres.gather(2, hi)
+        self.lo, self.hi = lo, hi
+        self.wgt = ((self.grid - c0g) / (c1g - c0g).clamp_min(1e-12)).clamp_(0.0, 1.0)
 
     def _coords(self, lo: int, hi: int) -> torch.Tensor:
         """grid_sample coordinates (N Kk, 1, P, 2) of the key's rows lo:hi: -1 at the first
@@ -168,13 +188,10 @@ class BinnedCurves:
         n, k = val.shape[:2]
         order = self.order.expand(n, k, -1) if self.order.shape[1] != k else self.order
         v = _sample(val).gather(2, order).view(n, k, self.b, self.per)
-        v = sort_last(v.abs() if spread else v).to(val.device)
-        if not spread:
-            return v[..., (self.per - 1) // 2]  # the (lower) median, as torch.median
-        stat = torch.maximum(_order_stat(v, 0.5) * _MAD, _order_stat(v, 0.75) / 1.1503)
-        if tail:  # heavier-than-normal tails widen the sigma (q90 of |normal| = 1.645 sigma)
-            stat = torch.maximum(stat, _order_stat(v, 0.9) / 1.6449)
-        return stat
+        if v.device.type == "cpu":  # small arrays: NumPy's per-call cost is a fraction of torch's
+            return torch.from_numpy(_bin_stat(np.sort(np.abs(v.numpy()) if spread else v.numpy(),
+                                                      axis=-1), spread, tail, np.maximum))
+        return _bin_stat(sort_last(v.abs() if spread else v), spread, tail, torch.maximum)
 
     def curve(self, val: torch.Tensor, spread: bool, tail: bool = False) -> torch.Tensor:
         """A per-pixel statistic of ``val`` (N, K, H, W) as a function of the key, fitted
@@ -190,15 +207,11 @@ class BinnedCurves:
         if self.b == 1:
             return stat.view(n, k, 1, 1).expand_as(val)
         kk = self.centres.shape[1]
-        centres, grid = self.centres, self.grid
+        lo, hi = self.lo, self.hi
         if kk != k:
-            centres, grid = centres.expand(n, k, -1).contiguous(), grid.expand(n, k, -1)
-        hi = torch.searchsorted(centres, grid.contiguous()).clamp_(1, self.b - 1)  # exact
-        lo = hi - 1
-        c0, c1 = centres.gather(2, lo), centres.gather(2, hi)
-        wgt = ((grid - c0) / (c1 - c0).clamp_min(1e-12)).clamp_(0.0, 1.0)
+            lo, hi = lo.expand(n, k, -1), hi.expand(n, k, -1)
         s0 = stat.gather(2, lo)
-        table = s0 + (stat.gather(2, hi) - s0) * wgt  # (N, K, _LUT + 1)
+        table = s0 + (stat.gather(2, hi) - s0) * self.wgt  # (N, K, _LUT + 1)
         table[..., -1] = stat[..., -1]  # at and above the last centre (also a single centre)
         table = table.reshape(n * kk, k // kk, 1, _LUT + 1)
         h = val.shape[-2]
