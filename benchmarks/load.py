@@ -286,9 +286,11 @@ def outside_client(url: str, mode: str, body: tuple[bytes, str] | None = None,
 
 def outside_rows(proc: subprocess.Popen) -> list[tuple[int, float]]:
     """Stop an outside client; its (status, ms) rows."""
-    out, _ = proc.communicate("", timeout=150)
-    if proc.args[4:5] == ["post"]:
-        os.unlink(proc.args[5])
+    try:
+        out, _ = proc.communicate("", timeout=150)
+    finally:
+        if proc.args[5] == "post":  # its request body, written for it
+            os.unlink(proc.args[6])
     return [tuple(r) for r in json.loads(out or "[]")]
 
 
@@ -385,6 +387,7 @@ def run_scenario(name: str, size: int, users: int, slow: int, budget: int | None
         for proc in outside:  # an error above: the outside clients must not outlive the run
             if proc.poll() is None:
                 proc.kill()
+                outside_rows(proc)
         server.stop()
 
     rows = record.rows

@@ -12,6 +12,7 @@ and the median map time per pair.
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from typing import Any
 
@@ -68,6 +69,7 @@ def main() -> None:
     ap.add_argument("--high", default="8,10,12,14", help="comma-separated values to sweep")
     ap.add_argument("--low", default="3,4")
     ap.add_argument("--relative", default="0,0.25")
+    ap.add_argument("--merge", default="0")
     args = ap.parse_args()
     import json
 
@@ -85,9 +87,11 @@ def main() -> None:
         print(f"significance {params} ms/pair {ms:.1f}")
         for high in map(float, args.high.split(",")):
             for low in map(float, args.low.split(",")):
-                for rel in map(float, args.relative.split(",")):
-                    cfg = RegionsConfig(threshold="hysteresis", high=high, low=low, relative=rel)
-                    print(f"  high {high:4.1f} low {low} rel {rel}: "
+                for rel, merge in itertools.product(map(float, args.relative.split(",")),
+                                                    map(float, args.merge.split(","))):
+                    cfg = RegionsConfig(threshold="hysteresis", high=high, low=low, relative=rel,
+                                        merge=merge)
+                    print(f"  high {high:4.1f} low {low} rel {rel} merge {merge}: "
                           f"{line(evaluate(maps, pairs, cfg))}")
         if args.per_family:
             cfg = RegionsConfig(threshold="hysteresis")  # the defaults

@@ -66,10 +66,27 @@ def test_min_area_drops_tiny_cores() -> None:
 def test_relative_cut_splits_a_strong_spot_from_a_faint_bridge() -> None:
     m = _bump((60, 120), 30, 30, 4, 20.0) + _bump((60, 120), 30, 80, 4, 20.0)
     m[28:33, 30:80] = np.maximum(m[28:33, 30:80], 4.0)  # a faint bridge above low
-    assert len(find_regions(m, _cfg())) == 1
+    assert len(find_regions(m, _cfg(relative=0.0))) == 1
     assert len(find_regions(m, _cfg(relative=0.4))) == 2
     labels, n = hysteresis_components(m, 3.0, 8, 0.4)
     assert n == 2 and labels.max() == 2
+
+
+def test_a_spot_whose_strength_varies_inside_it_stays_one_region() -> None:
+    """A 40x40 edit, strong in its upper half and ten times weaker in a band across it: the
+    relative cut leaves pieces, which are one spot again (their boxes are close); without
+    the merge they would be reported as three."""
+    m = np.zeros((100, 100), np.float32)
+    m[30:70, 30:70] = 200.0
+    m[45:52, 30:70] = 30.0  # below 0.2 x 200 = 40: cut, splitting the edit in two
+    m[60:64, 30:70] = 20.0  # and again
+    regions = find_regions(m, _cfg())
+    assert len(regions) == 1
+    r = regions[0]
+    assert (r.x, r.y, r.width, r.height) == (30, 30, 40, 40)
+    assert len(find_regions(m, _cfg(merge=0.0))) == 3
+    labels, n = hysteresis_components(m, 3.0, 8, 0.2, merge=1.0)
+    assert n == 1 and set(np.unique(labels)) == {0, 1}
 
 
 def test_other_thresholds_keep_working_without_significance() -> None:

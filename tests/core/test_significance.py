@@ -388,3 +388,16 @@ def test_an_identity_fit_skips_the_filter_and_equals_the_plain_difference(
     blurred = torch.from_numpy(_blur(cand, 1.0)).permute(2, 0, 1)[None].float().div(255)
     significance_map(ref_t, blurred.contiguous())  # a blur is a filter: applied
     assert calls == [1]
+
+
+@pytest.mark.parametrize("source", [(350, 100), (400, 400), (200, 50)])
+def test_a_pasted_patch_is_one_region_covering_it(astronaut: np.ndarray,
+                                                  source: tuple[int, int]) -> None:
+    """A 60x60 patch pasted from elsewhere: its difference varies tenfold inside it, yet it is
+    reported once, with a box on the patch (not a box on its upper part and slivers)."""
+    sy, sx = source
+    cand = astronaut.copy()
+    cand[100:160, 300:360] = astronaut[sy : sy + 60, sx : sx + 60]
+    regions = _regions(astronaut, cand)
+    assert len(regions) == 1
+    assert _box_iou(regions[0], (300, 100, 60, 60)) > 0.85
