@@ -42,6 +42,11 @@ def report(exc: Exception, known: type[Exception]) -> int:
     from pydantic import ValidationError
 
     if isinstance(exc, ValidationError):
+        if exc.title == "Settings":  # the service's DF_* environment, not the pipeline
+            lines = [f"  DF_{str(e['loc'][0]).upper() if e['loc'] else '?'}: {e['msg']}"
+                     for e in exc.errors()]
+            print("difference-finder: invalid setting:\n" + "\n".join(lines), file=sys.stderr)
+            return 2
         lines = [f"  {'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}"
                  for e in exc.errors()]
         print("difference-finder: invalid pipeline:\n" + "\n".join(lines), file=sys.stderr)

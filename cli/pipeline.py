@@ -52,7 +52,8 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--config", help="pipeline as JSON, or @file.json")
     g.add_argument("--pre", "--pre-processor", dest="pre_processor", type=parse_step,
                    help="e.g. highpass_filter:factor=0.2")
-    g.add_argument("--strategy", type=parse_step, help="difference | gradient | map")
+    g.add_argument("--strategy", type=parse_step,
+                   help="significance (the default) | difference | gradient | map")
     g.add_argument("--metric", type=parse_step, help="mse | psnr | ssim | ms-ssim | lpips:net=vgg")
     g.add_argument("--post", "--post-processor", dest="post_processor", type=parse_step,
                    action="append", help="repeat to chain, e.g. --post smooth:sigma=2 --post abs")

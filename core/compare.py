@@ -156,7 +156,8 @@ def _candidate(finder: Finder, key: str, ref_t: torch.Tensor, cand_t: torch.Tens
     scores[key] = float(score[0]) if score is not None else math.nan
     return CandidateResult(label=label, map=m, metrics=scores, skipped=skipped,
                            regions=find_regions(m, cfg.regions),
-                           image=_display(cand_a, cfg.data_range)), ref_a
+                           image=_display(cand_a, cfg.data_range),
+                           regions_computed=cfg.regions.max_regions > 0), ref_a
 
 
 def compare(

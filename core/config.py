@@ -28,7 +28,6 @@ from .preprocess import PRE_PROCESSORS
 from .regions import RegionsConfig
 from .registry import Registry
 from .render import RenderConfig
-from .significance import significance  # noqa: F401  (registers the default strategy)
 from .strategies import STRATEGIES
 
 __all__ = ["DEFAULT_PIPELINE", "PipelineConfig", "Step"]
@@ -119,11 +118,22 @@ class PipelineConfig(BaseModel):
             )
         return self
 
+    def _unit_meta(self) -> dict[str, Any]:
+        """The strategy's unit meta (unit, vmin, vmax, scale), or {} when it has none or a
+        post-processor changes the map's units (``normalize``, a binary ``threshold``)."""
+        for step in self.post_processors:
+            keeps = POST_PROCESSORS.get(step["name"]).meta.get("keeps_units", True)
+            params = {k: v for k, v in step.items() if k != "name"}
+            if not (keeps(params) if callable(keeps) else keeps):
+                return {}
+        return STRATEGIES.get(self.strategy["name"]).meta
+
     @model_validator(mode="after")
     def _regions_units(self) -> PipelineConfig:
-        """Hysteresis thresholds are in calibrated units: for a strategy without a unit (registry
-        meta) the regions default to the 98th percentile unless a threshold was chosen."""
-        meta = STRATEGIES.get(self.strategy["name"]).meta
+        """Hysteresis thresholds are in calibrated units: for a map without a unit (registry
+        meta of the strategy and the post-processors) the regions default to the 98th
+        percentile unless a threshold was chosen."""
+        meta = self._unit_meta()
         if "unit" not in meta and "threshold" not in self.regions.model_fields_set \
                 and self.regions.threshold == "hysteresis":
             self.regions = self.regions.model_copy(update={"threshold": "percentile"})
@@ -131,9 +141,10 @@ class PipelineConfig(BaseModel):
 
     @model_validator(mode="after")
     def _render_units(self) -> PipelineConfig:
-        """A strategy in fixed units (registry meta vmin/vmax/scale/unit) sets the heatmap's
-        range, scale and colorbar label unless the render settings choose their own."""
-        meta = STRATEGIES.get(self.strategy["name"]).meta
+        """A map in fixed units (registry meta vmin/vmax/scale/unit, kept by every
+        post-processor) sets the heatmap's range, scale and colorbar label unless the render
+        settings choose their own."""
+        meta = self._unit_meta()
         given = self.render.model_fields_set
         if "vmax" not in meta or given & {"vmin", "vmax", "percentile", "symmetric"}:
             return self

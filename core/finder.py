@@ -99,7 +99,10 @@ class Finder:
                  "strategy": strategy, "metric": metric}
         fields = {k: v for k, v in given.items() if v is not None}
         if config is not None:
-            base = config.model_dump() if isinstance(config, PipelineConfig) else dict(config)
+            # what the given config was told, not its defaults: the same model again, and
+            # still aware of what its user named (an explicit metric is the score, ...)
+            base = (config.model_dump(exclude_unset=True) if isinstance(config, PipelineConfig)
+                    else dict(config))
             fields = {**base, **fields}
         try:
             self.config = PipelineConfig.model_validate({**fields, **options})
@@ -201,8 +204,10 @@ class Finder:
     def score_names(self, metrics: Scores = "auto") -> list[str]:
         """Which metrics ``analyze(metrics=...)`` computes.
 
-        ``"auto"``: the configured metric when the strategy computes it anyway or it is
-        not marked ``costly`` (MSE, PSNR and plugins); else :data:`CHEAP_SCORES`.
+        ``"auto"``: the configured metric when the strategy computes it anyway, the pipeline
+        names it (a metric-free strategy such as the default then still honours it, as the
+        score), or it is not marked ``costly`` (MSE, PSNR and plugins); else
+        :data:`CHEAP_SCORES`.
         ``True``: the configured metric. ``False``: none. A list: those metric names.
         """
         if metrics is False:
@@ -211,7 +216,8 @@ class Finder:
             return [self.metric_name]
         if metrics == "auto":
             free = bool(self._strategy.meta.get("uses_metric"))
-            if free or not METRICS.get(self.metric_name).meta.get("costly"):
+            named = "metric" in self.config.model_fields_set
+            if free or named or not METRICS.get(self.metric_name).meta.get("costly"):
                 return [self.metric_name]
             return list(CHEAP_SCORES)
         if isinstance(metrics, str):
@@ -266,6 +272,7 @@ class Finder:
                 map=np.ascontiguousarray(m, dtype=np.float32),
                 metrics={k: float(v[i]) for k, v in scores_np.items()},
                 regions=found,
+                regions_computed=bool(regions) and self.config.regions.max_regions > 0,
             ))
         t3 = time.perf_counter()
         timing = {"load": (t1 - t0) * 1e3, "compute": (t2 - t1) * 1e3,

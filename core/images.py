@@ -16,6 +16,7 @@ Rules, in one place:
 from __future__ import annotations
 
 import io
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -123,11 +124,28 @@ def load_image(path: str | Path, *, limits: Limits | None = None) -> np.ndarray:
     return _open(path, limits, str(path))
 
 
+_OPEN_LOCK = threading.Lock()
+
+
+def _open_image(src: Any, limits: Limits | None) -> Image.Image:
+    """``Image.open`` (header only). Under a pixel limit of the caller's, that limit rules, not
+    Pillow's decompression-bomb guard (~89 MP): the header check that follows names it, and a
+    limit above Pillow's is honoured. Without one, Pillow's guard stays."""
+    if limits is None or limits.max_pixels is None:
+        return Image.open(src)
+    with _OPEN_LOCK:  # Pillow's guard is a module global: off only while reading a header
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(src)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
 def _open(src: Any, limits: Limits | None, what: str) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(src) as img:
+            with _open_image(src, limits) as img:
                 _check_header(img, limits, what)
                 img.seek(0)
                 img.load()

@@ -33,7 +33,10 @@ def absolute(m: torch.Tensor) -> torch.Tensor:
     return m.abs()
 
 
-@POST_PROCESSORS.register("normalize")
+# keeps_units (registry meta, default True): whether the map's values keep the strategy's
+# unit (PipelineConfig then keeps its hysteresis regions and fixed heatmap range); a bool, or
+# a function of the step's parameters
+@POST_PROCESSORS.register("normalize", keeps_units=False)
 def normalize(m: torch.Tensor) -> torch.Tensor:
     """Stretch each sample's map to [0, 1]; a constant map becomes zeros."""
     return stretch(m)
@@ -73,7 +76,7 @@ def smooth(m: torch.Tensor, *, sigma: Annotated[float, Field(gt=0.0, le=50.0)] =
     return gaussian_blur(m, sigma)
 
 
-@POST_PROCESSORS.register("threshold")
+@POST_PROCESSORS.register("threshold", keeps_units=lambda params: not params["binary"])
 def threshold(
     m: torch.Tensor, *, method: Literal["otsu", "percentile", "value"] = "otsu",
     value: float = 0.0, percentile: Percentile = 99.0, binary: bool = False,

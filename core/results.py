@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # the pipeline model imports regions, which imports this modu
     from .config import PipelineConfig
 
 __all__ = [
+    "NOT_COMPUTED",
     "NO_DIFFERENCE",
     "CandidateResult",
     "Comparison",
@@ -85,10 +86,17 @@ def regions_to_dicts(regions: list[Region]) -> list[dict[str, Any]]:
 NO_DIFFERENCE = "no significant difference found"
 
 
-def regions_summary(regions: list[Region]) -> str:
+#: what a result says when regions were not asked for (``max_regions=0``, ``regions=False``)
+NOT_COMPUTED = "regions not computed"
+
+
+def regions_summary(regions: list[Region], computed: bool = True) -> str:
     """One plain sentence about the regions: :data:`NO_DIFFERENCE` when there are none,
     else their count ("2 significant regions"; "3 regions" when they carry no significance,
-    as percentile, Otsu and top-k regions do)."""
+    as percentile, Otsu and top-k regions do); :data:`NOT_COMPUTED` when none were looked
+    for (an absence of regions then says nothing about the pair)."""
+    if not computed:
+        return NOT_COMPUTED
     if not regions:
         return NO_DIFFERENCE
     n = len(regions)
@@ -104,11 +112,12 @@ class PairResult:
     metrics: dict[str, float] = field(default_factory=dict)  # {metric name: score}
     regions: list[Region] = field(default_factory=list)
     timing_ms: dict[str, float] = field(default_factory=dict)
+    regions_computed: bool = True  # False: regions were not asked for
 
     @property
     def summary(self) -> str:
         """:func:`regions_summary` of the regions ("no significant difference found")."""
-        return regions_summary(self.regions)
+        return regions_summary(self.regions, self.regions_computed)
 
     def to_dict(self, *, timing_digits: int = 2) -> dict[str, Any]:
         """``shape``, ``metrics``, ``regions``, ``summary`` and ``timing_ms`` (rounded),
@@ -132,11 +141,12 @@ class CandidateResult:
     skipped: dict[str, str]  # {metric name: why it is absent}
     regions: list[Region]
     image: np.ndarray  # uint8 (H, W, 3) display copy, aligned to the reference
+    regions_computed: bool = True  # False: regions were not asked for (max_regions=0)
 
     @property
     def summary(self) -> str:
         """:func:`regions_summary` of the regions ("no significant difference found")."""
-        return regions_summary(self.regions)
+        return regions_summary(self.regions, self.regions_computed)
 
     def to_dict(self) -> dict[str, Any]:
         """``label``, ``shape``, ``metrics``, ``skipped``, ``regions`` and ``summary``,

@@ -70,3 +70,8 @@ def metric_map(
     if out.map is None:
         raise ConfigError("this metric has no spatial map; use the gradient strategy")
     return out.map, out
+
+
+# the default strategy lives in a module of its own; importing it registers it, so
+# ``STRATEGIES`` always holds it, whichever module was imported first
+from . import significance as _significance  # noqa: E402, F401

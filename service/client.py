@@ -256,8 +256,8 @@ def _json_image(image: ImageInput, what: str) -> dict[str, str]:
 def _config_dict(config: Any) -> dict[str, Any] | None:
     if config is None:
         return None
-    if hasattr(config, "model_dump"):  # a core.PipelineConfig
-        return config.model_dump(mode="json")
+    if hasattr(config, "model_dump"):  # a core.PipelineConfig: what it was told, as core does
+        return config.model_dump(mode="json", exclude_unset=True)
     return dict(config)
 
 

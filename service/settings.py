@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -120,8 +120,9 @@ class Settings(BaseSettings):
     annotation_config: PipelineConfig = Field(
         default_factory=PipelineConfig, repr=False, description="the pipeline (a JSON "
         "PipelineConfig) behind Label Studio predictions and CVAT detections")
-    log_level: str = Field("info", description="uvicorn log level: critical, error, "
-                           "warning, info, debug")
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
+        "info", description="uvicorn log level: critical, error, warning, info, debug, trace "
+        "(any case)")
     access_log: bool = Field(True, description="log one line per request")
     memory_budget: Annotated[int, Field(ge=1)] | None = Field(
         None, description="bytes of host memory that admitted requests' working memory may "
@@ -150,6 +151,11 @@ class Settings(BaseSettings):
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
 
     @field_validator("devices")
     @classmethod

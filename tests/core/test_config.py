@@ -251,3 +251,57 @@ def test_registry_rules() -> None:
         reg.resolve({"name": "one", "k": 1, "other": 2})
     with pytest.raises(ConfigError):
         reg.resolve(["one"])
+
+
+def test_the_default_strategy_is_registered_whatever_is_imported_first() -> None:
+    import subprocess
+    import sys
+
+    code = "from core import STRATEGIES; print(STRATEGIES.get('significance').name)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "significance"
+
+
+@pytest.mark.parametrize("post, kept", [
+    ([], True), (["smooth"], True), (["threshold"], True), (["clip"], True),
+    (["normalize"], False), ([{"name": "threshold", "binary": True}], False),
+    (["smooth", "normalize"], False)])
+def test_a_post_processor_that_rescales_the_map_drops_its_units(post, kept) -> None:
+    """normalize (or a binary threshold) leaves no robust sigmas: the regions fall back to
+    the 98th percentile and the heatmap to the data range, as for a unitless strategy."""
+    cfg = PipelineConfig(post_processor=post)
+    assert (cfg.regions.threshold == "hysteresis") is kept
+    assert (cfg.render.vmax == 30.0 and cfg.render.label is not None) is kept
+    chosen = PipelineConfig(post_processor=post, regions={"threshold": "hysteresis"})
+    assert chosen.regions.threshold == "hysteresis"  # a threshold the user chose stays
+
+
+def test_a_normalized_default_map_still_finds_a_clear_edit(astronaut) -> None:
+    cand = astronaut.copy()
+    cand[100:160, 300:360] = astronaut[350:410, 100:160]
+    result = Finder(device="cpu", post_processor="normalize").analyze(astronaut, cand,
+                                                                      metrics=False)[0]
+    assert result.regions, result.summary
+    r = result.regions[0]
+    assert r.x < 360 and r.x + r.width > 300 and r.y < 160 and r.y + r.height > 100
+
+
+def test_a_metric_named_beside_a_metric_free_strategy_is_its_score(astronaut) -> None:
+    """The default strategy uses no metric; naming one still means something: it is the score
+    ``analyze`` reports (not silently dropped)."""
+    assert Finder(device="cpu").score_names() == ["mse", "psnr"]  # ssim by default: costly
+    named = Finder(device="cpu", metric="ssim")
+    assert named.score_names() == ["ssim"]
+    result = named.analyze(astronaut, astronaut[::-1].copy())[0]
+    assert set(result.metrics) == {"ssim"} and result.metrics["ssim"] < 0.9
+
+
+def test_no_regions_asked_for_is_not_reported_as_no_difference(astronaut) -> None:
+    cand = astronaut.copy()
+    cand[100:160, 300:360] = 0
+    result = Finder(device="cpu", regions={"max_regions": 0}).analyze(astronaut, cand)[0]
+    assert result.regions == [] and result.summary == "regions not computed"
+    result = Finder(device="cpu").analyze(astronaut, cand, regions=False)[0]
+    assert result.summary == "regions not computed"
+    assert Finder(device="cpu").analyze(astronaut, cand)[0].summary == "1 significant region"

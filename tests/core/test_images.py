@@ -250,6 +250,38 @@ def test_limits_are_checked_before_decoding(camera) -> None:
         2000, 3000)
 
 
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that claims ``width`` x ``height`` (its pixel data is empty: only the header)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b""))
+            + chunk(b"IEND", b""))
+
+
+def test_the_callers_pixel_limit_rules_over_pillows_bomb_guard() -> None:
+    """A header far past Pillow's ~89 MP guard is refused by the caller's limit, named as
+    such; a limit above Pillow's guard is honoured (a 100 MP scan decodes); without limits
+    Pillow's guard stays, and it is back in place afterwards."""
+    guard = Image.MAX_IMAGE_PIXELS
+    huge = _png_header(100_000, 100_000)
+    with pytest.raises(InputError, match="exceeds the limit of 40000000") as info:
+        decode_image(huge, limits=Limits(max_pixels=40_000_000))
+    assert info.value.extra["limit"] == "max_pixels"
+    buf = io.BytesIO()
+    Image.new("L", (10_000, 10_000)).save(buf, format="PNG")  # 100 MP, a small file
+    big = buf.getvalue()
+    assert decode_image(big, limits=Limits(max_pixels=200_000_000)).shape == (10_000, 10_000)
+    with pytest.raises(InputError, match="decompression bomb"):
+        decode_image(big)
+    assert guard == Image.MAX_IMAGE_PIXELS
+
+
 @pytest.mark.parametrize(("shape", "batched", "expected"), [
     ((5, 7), False, (1, 1, 5, 7)),
     ((3, 5, 7), False, (1, 3, 5, 7)),

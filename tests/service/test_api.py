@@ -373,9 +373,12 @@ def test_missing_weights_ready_and_clear_problem(empty_torch_home, pair_png):
         ready = c.get("/readyz").json()
         assert ready["models"] == {"alex@cpu": "missing"}
         assert ready["missing_weights"]["alex"].endswith("alexnet-owt-7be5be79.pth")
-        # the default answer leaves the costly LPIPS score out; asking for it needs weights
-        cheap = post_files(c, *pair_png, config={"metric": "lpips"})
+        # the default answer has no LPIPS score; naming LPIPS asks for it, which needs
+        # weights: a clear 503, never a silent answer without it
+        cheap = post_files(c, *pair_png)
         assert cheap.status_code == 200 and "lpips" not in cheap.json()["metrics"]
+        assert_problem(post_files(c, *pair_png, config={"metric": "lpips"}), 503,
+                       "weights-missing")
         body = assert_problem(post_files(c, *pair_png, config={"metric": "lpips"},
                                          metrics="true"), 503, "weights-missing")
         assert body["net"] == "alex"
