@@ -77,36 +77,32 @@ def hysteresis_components(m: np.ndarray, low: float, connectivity: int = 8,
 def _merge_pieces(labels: np.ndarray, count: int, parents: np.ndarray, merge: float
                   ) -> tuple[np.ndarray, int]:
     """Relabel ``labels`` so that pieces of one parent component whose grown boxes overlap
-    share a label (union-find over pieces, never over pixels)."""
+    share a label (connected components of the graph of touching pieces, never of pixels)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     boxes = ndimage.find_objects(labels)
     start = np.array([[b[0].start, b[1].start] for b in boxes])
     stop = np.array([[b[0].stop, b[1].stop] for b in boxes])
     grow = np.ceil(merge * (stop - start).max(axis=1, keepdims=True))
     start, stop = start - grow, stop + grow
-    first = ndimage.minimum_position(np.arange(labels.size).reshape(labels.shape), labels,
-                                     np.arange(1, count + 1))  # a pixel of each piece
-    parent = parents[tuple(np.array(first).T)]
-    root = np.arange(count)
-
-    def find(i: int) -> int:
-        while root[i] != i:
-            root[i] = root[root[i]]
-            i = int(root[i])
-        return i
-
-    for p in np.unique(parent):
+    # a piece lies inside one parent: the largest parent label over it is that parent
+    parent = ndimage.maximum(parents, labels, np.arange(1, count + 1)).astype(np.int64)
+    pairs = []
+    for p in np.unique(parent):  # pieces of one parent only (few; never all pairs at once)
         members = np.flatnonzero(parent == p)
-        if len(members) < 2:
-            continue
-        a, b = start[members], stop[members]
-        touch = np.triu(((a[:, None] < b[None]) & (a[None] < b[:, None])).all(-1), 1)
-        for i, j in zip(*np.nonzero(touch), strict=True):
-            ri, rj = find(int(members[i])), find(int(members[j]))
-            root[max(ri, rj)] = min(ri, rj)
-    roots = np.array([find(i) for i in range(count)])
-    _, new = np.unique(roots, return_inverse=True)
-    lut = np.concatenate([[0], new + 1]).astype(np.int32)
-    return lut[labels], int(new.max()) + 1
+        if len(members) > 1:
+            a, b = start[members], stop[members]
+            touch = np.triu(((a[:, None] < b[None]) & (a[None] < b[:, None])).all(-1), 1)
+            pairs.append(members[np.argwhere(touch)])
+    if not pairs:
+        return labels, count
+    edges = np.concatenate(pairs)
+    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(count, count))
+    merged, groups = connected_components(graph, directed=False)
+    # groups are numbered in order of their first piece: the raster order labels had
+    lut = np.concatenate([[0], groups + 1]).astype(np.int32)
+    return lut[labels], int(merged)
 
 
 def _threshold(m: np.ndarray, cfg: RegionsConfig) -> float:

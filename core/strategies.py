@@ -74,4 +74,4 @@ def metric_map(
 
 # the default strategy lives in a module of its own; importing it registers it, so
 # ``STRATEGIES`` always holds it, whichever module was imported first
-from . import significance as _significance  # noqa: E402, F401
+from . import significance  # noqa: E402, F401
