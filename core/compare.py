@@ -157,7 +157,7 @@ def _candidate(finder: Finder, key: str, ref_t: torch.Tensor, cand_t: torch.Tens
     return CandidateResult(label=label, map=m, metrics=scores, skipped=skipped,
                            regions=find_regions(m, cfg.regions),
                            image=_display(cand_a, cfg.data_range),
-                           regions_computed=cfg.regions.max_regions > 0), ref_a
+                           regions_computed=cfg.regions.enabled), ref_a
 
 
 def compare(

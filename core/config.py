@@ -136,7 +136,7 @@ class PipelineConfig(BaseModel):
         meta = self._unit_meta()
         if "unit" not in meta and "threshold" not in self.regions.model_fields_set \
                 and self.regions.threshold == "hysteresis":
-            self.regions = self.regions.model_copy(update={"threshold": "percentile"})
+            self._derive("regions", {"threshold": "percentile"})
         return self
 
     @model_validator(mode="after")
@@ -153,8 +153,19 @@ class PipelineConfig(BaseModel):
             update["scale"] = meta["scale"]
         if "unit" in meta and "label" not in given:
             update["label"] = meta["unit"]
-        self.render = self.render.model_copy(update=update)
+        self._derive("render", update)
         return self
+
+    def _derive(self, name: str, update: dict[str, Any]) -> None:
+        """Fill in derived values of the sub-model ``name`` without marking them as the
+        user's: ``model_dump(exclude_unset=True)`` keeps only what was chosen, so a config
+        rebuilt with another strategy derives its own regions and heatmap range anew."""
+        sub = getattr(self, name)
+        derived = sub.model_copy(update=update)
+        object.__setattr__(derived, "__pydantic_fields_set__", set(sub.model_fields_set))
+        given = set(self.model_fields_set)
+        setattr(self, name, derived)
+        object.__setattr__(self, "__pydantic_fields_set__", given)
 
     @property
     def post_processors(self) -> list[dict[str, Any]]:

@@ -272,7 +272,7 @@ class Finder:
                 map=np.ascontiguousarray(m, dtype=np.float32),
                 metrics={k: float(v[i]) for k, v in scores_np.items()},
                 regions=found,
-                regions_computed=bool(regions) and self.config.regions.max_regions > 0,
+                regions_computed=bool(regions) and self.config.regions.enabled,
             ))
         t3 = time.perf_counter()
         timing = {"load": (t1 - t0) * 1e3, "compute": (t2 - t1) * 1e3,

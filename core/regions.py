@@ -52,6 +52,11 @@ class RegionsConfig(BaseModel):
     merge: Annotated[float, Field(ge=0.0, le=10.0)] = 1.0
     connectivity: Literal[4, 8] = 8
 
+    @property
+    def enabled(self) -> bool:
+        """Whether regions are looked for at all (``max_regions`` > 0)."""
+        return self.max_regions > 0
+
 
 def hysteresis_components(m: np.ndarray, low: float, connectivity: int = 8,
                           relative: float = 0.0, merge: float = 0.0) -> tuple[np.ndarray, int]:
@@ -119,7 +124,7 @@ Ranked = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.nd
 def _ranked(m: np.ndarray, cfg: RegionsConfig) -> Ranked | None:
     """(map, component labels, kept components strongest first, areas, masses, peaks, total),
     or None when there is nothing to report."""
-    if cfg.max_regions == 0:
+    if not cfg.enabled:
         return None
     m = channel_plane(np.asarray(m, dtype=np.float32))
     m = np.abs(m) if (m < 0).any() else m

@@ -166,6 +166,7 @@ class CandidateResult:
     metrics: dict[str, float | None]
     regions: list[dict[str, Any]]
     skipped: dict[str, str] = field(default_factory=dict)  # metrics left out, and why
+    summary: str = ""  # "no significant difference found", "regions not computed", ...
 
 
 @dataclass
@@ -199,7 +200,8 @@ class CompareResult:
         return cls(
             scale=body.get("scale", {}),
             candidates=[CandidateResult(c["label"], decode_map(c["map"]), c.get("metrics", {}),
-                                        c.get("regions", []), c.get("skipped", {}))
+                                        c.get("regions", []), c.get("skipped", {}),
+                                        c.get("summary", ""))
                         for c in body["candidates"]],
             improvement=[Improvement(i["label"], decode_map(i["map"]), i["improved_fraction"],
                                      i["worsened_fraction"])

@@ -69,12 +69,14 @@ async def capabilities(state: StateDep) -> JSONResponse:
 
 @router.get("/healthz", tags=["ops"], summary="The process is alive",
             responses=apidocs.HEALTH_RESPONSES)
+@router.head("/healthz", include_in_schema=False)  # load balancers probe with HEAD too
 async def healthz() -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
 @router.get("/readyz", tags=["ops"], summary="Workers up and preloaded models warm",
             responses=apidocs.READY_RESPONSES)
+@router.head("/readyz", include_in_schema=False)
 async def readyz(state: StateDep) -> Response:
     detail = {"workers": state.pool.snapshot(), "memory": memory(state),
               **state.warmup.snapshot()}

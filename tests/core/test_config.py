@@ -305,3 +305,24 @@ def test_no_regions_asked_for_is_not_reported_as_no_difference(astronaut) -> Non
     result = Finder(device="cpu").analyze(astronaut, cand, regions=False)[0]
     assert result.summary == "regions not computed"
     assert Finder(device="cpu").analyze(astronaut, cand)[0].summary == "1 significant region"
+
+
+@pytest.mark.parametrize(("first", "then", "threshold", "vmax"), [
+    ("difference", "significance", "hysteresis", 30.0),
+    ("significance", "difference", "percentile", None),
+])
+def test_a_config_rebuilt_with_another_strategy_derives_its_own_defaults(
+        first, then, threshold, vmax) -> None:
+    """Derived regions and heatmap defaults are not the user's choice: another strategy over
+    the same config gets its own (the significance range on a raw difference map drew it
+    blank; percentile regions on a significance map reported ten boxes per clean pair)."""
+    cfg = PipelineConfig(strategy=first)
+    assert set(cfg.model_dump(exclude_unset=True)) == {"strategy"}
+    rebuilt = Finder(config=cfg, strategy=then, device="cpu").config
+    assert rebuilt.regions.threshold == threshold and rebuilt.render.vmax == vmax
+    assert rebuilt == PipelineConfig(strategy=then)
+    # what the user did choose is kept
+    chosen = PipelineConfig(strategy=first, render={"label": "mine"}, regions={"min_area": 4})
+    kept = Finder(config=chosen, strategy=then, device="cpu").config
+    assert kept.render.label == "mine" and kept.regions.min_area == 4
+    assert kept.regions.threshold == threshold

@@ -54,6 +54,8 @@ def test_readiness_before_and_after_warmup(server):
     assert last.status_code == 200
     assert last.json()["models"] == {"alex@cpu": "loaded"}
     assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
+    head = httpx.head(server.url + "/readyz")  # a load balancer's probe: status, no body
+    assert head.status_code == 200 and head.content == b""
     metrics = httpx.get(server.url + "/metrics").text
     load = [line for line in metrics.splitlines()
             if line.startswith('df_model_load_seconds{device="cpu",net="alex"}')]

@@ -422,6 +422,9 @@ def test_capabilities(client):
 
 def test_health_and_metrics(client, pair_png):
     assert client.get("/healthz").json() == {"status": "ok"}
+    for path in ("/healthz", "/readyz"):  # load balancers probe with HEAD too
+        head = client.head(path)
+        assert head.status_code == 200 and head.content == b""
     ready = client.get("/readyz").json()
     assert ready["status"] == "ready" and ready["workers"][0]["device"] == "cpu"
     post_files(client, *pair_png)

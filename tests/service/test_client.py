@@ -635,6 +635,7 @@ def test_real_service_compare_matches_the_library(real_server, astronaut):
     for got, want in zip(res.candidates, local.candidates, strict=True):
         np.testing.assert_allclose(got.map, want.map, rtol=1e-5, atol=1e-7)
         assert got.metrics["psnr"] == pytest.approx(want.metrics["psnr"], rel=1e-5)
+        assert got.summary == want.summary != ""
     assert (res.scale["vmin"], res.scale["vmax"]) == pytest.approx(local.scale, rel=1e-5)
     [imp] = res.improvement
     assert imp.label == "ours" and res.baseline == "base"
