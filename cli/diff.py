@@ -33,7 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("candidate", help="candidate image or directory (paired by file name)")
     p.add_argument("-o", "--output", help="heatmap PNG (a directory for directory input)")
     p.add_argument("--json", action="store_true", help="print metrics and regions as JSON")
-    p.add_argument("--server", help="send the work to a running service at this URL")
+    p.add_argument("--server", help="send the work to a running service at this URL "
+                   "(with the key in DF_API_KEY, when the server sets DF_API_KEYS)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--metrics", type=parse_metrics, default="auto", metavar="NAMES",
                    help="scores to compute: comma-separated metric names (e.g. ssim,psnr), "

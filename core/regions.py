@@ -91,8 +91,13 @@ def _merge_pieces(labels: np.ndarray, count: int, parents: np.ndarray, merge: fl
     stop = np.array([[b[0].stop, b[1].stop] for b in boxes])
     grow = np.ceil(merge * (stop - start).max(axis=1, keepdims=True))
     start, stop = start - grow, stop + grow
-    # a piece lies inside one parent: the largest parent label over it is that parent
-    parent = ndimage.maximum(parents, labels, np.arange(1, count + 1)).astype(np.int64)
+    # a piece lies inside one parent: every pixel of it names that parent (one linear pass;
+    # ndimage.maximum sorts the labels, ~0.3 s at 4 MP)
+    flat = labels.ravel()
+    nz = np.flatnonzero(flat)
+    parent = np.zeros(count + 1, dtype=np.int64)
+    parent[flat[nz]] = parents.ravel()[nz]
+    parent = parent[1:]
     pairs = []
     for p in np.unique(parent):  # pieces of one parent only (few; never all pairs at once)
         members = np.flatnonzero(parent == p)
