@@ -40,6 +40,7 @@ __all__ = [
     "image_size",
     "list_images",
     "load_image",
+    "open_header",
     "pair_directories",
     "to_tensor",
 ]
@@ -124,34 +125,48 @@ def load_image(path: str | Path, *, limits: Limits | None = None) -> np.ndarray:
     return _open(path, limits, str(path))
 
 
-_OPEN_LOCK = threading.Lock()
+_HEADER_LOCK = threading.Lock()
 
 
-def _open_image(src: Any, limits: Limits | None) -> Image.Image:
-    """``Image.open`` (header only). Under a pixel limit of the caller's, that limit rules, not
-    Pillow's decompression-bomb guard (~89 MP): the header check that follows names it, and a
-    limit above Pillow's is honoured. Without one, Pillow's guard stays."""
-    if limits is None or limits.max_pixels is None:
-        return Image.open(src)
-    with _OPEN_LOCK:  # Pillow's guard is a module global: off only while reading a header
-        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+def open_header(src: Any, limits: Limits | None = None, what: str = "image") -> Image.Image:
+    """``Image.open`` (the header only), one rule for every caller that reads headers.
+
+    Under a pixel limit of the caller's, that limit rules, not Pillow's decompression-bomb
+    guard (~89 MP): a limit above it is honoured, and a header past it is refused naming the
+    limit. Without one, Pillow's guard refuses what exceeds it. Pillow's guard is a module
+    global: it is raised (never lowered, never off) only while a header is read, under a lock.
+    """
+    cap = limits.max_pixels if limits is not None else None
+    with _HEADER_LOCK:
+        guard = Image.MAX_IMAGE_PIXELS
+        if cap is not None and guard is not None:
+            Image.MAX_IMAGE_PIXELS = max(guard, cap)
         try:
-            return Image.open(src)
+            with warnings.catch_warnings():  # sizes are checked here, not by a warning
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img = Image.open(src)
+        except Image.DecompressionBombError as exc:
+            limit = cap if cap is not None else guard
+            raise InputError(f"{what}: refused as a decompression bomb: the image exceeds the "
+                             f"limit of {limit} pixels ({exc})", limit="max_pixels") from None
         finally:
-            Image.MAX_IMAGE_PIXELS = saved
+            Image.MAX_IMAGE_PIXELS = guard
+    w, h = img.size
+    if cap is None and guard is not None and w * h > guard:
+        img.close()
+        raise InputError(f"{what}: {w}x{h} = {w * h} pixels exceeds Pillow's limit of {guard}: "
+                         "refused as a decompression bomb (a pixel limit of the caller's "
+                         "allows more)", limit="max_pixels")
+    return img
 
 
 def _open(src: Any, limits: Limits | None, what: str) -> np.ndarray:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with _open_image(src, limits) as img:
-                _check_header(img, limits, what)
-                img.seek(0)
-                img.load()
-                return _pil_to_array(img)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InputError(f"{what}: refused as a decompression bomb ({exc})") from None
+        with open_header(src, limits, what) as img:
+            _check_header(img, limits, what)
+            img.seek(0)
+            img.load()
+            return _pil_to_array(img)
     except UnidentifiedImageError:
         raise ImageDecodeError(f"{what}: not a decodable image") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -161,9 +176,9 @@ def _open(src: Any, limits: Limits | None, what: str) -> np.ndarray:
 
 
 def image_size(data: bytes) -> tuple[int, int]:
-    """(width, height) from the header alone."""
+    """(width, height) from the header alone (Pillow's guard applies: see open_header)."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with open_header(io.BytesIO(data)) as img:
             return img.size
     except (UnidentifiedImageError, OSError) as exc:
         raise ImageDecodeError(f"not a decodable image ({exc})") from None

@@ -39,10 +39,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
-
 from core import PipelineConfig
-from core.images import Limits
+from core.images import Limits, open_header
 
 from .errors import MemoryFull, OverMemoryBudget
 from .prometheus import Metrics
@@ -146,10 +144,11 @@ class ImageHeader:
 
 
 def peek_header(data: bytes, limits: Limits | None = None) -> ImageHeader | None:
-    """Size and channels from the header alone (Pillow's lazy open), or None when the
-    bytes are no image or exceed ``limits`` (decoding then refuses them as usual)."""
+    """Size and channels from the header alone (:func:`core.images.open_header`, the rule
+    decoding uses), or None when the bytes are no image or exceed ``limits`` (decoding then
+    refuses them with the typed error)."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with open_header(io.BytesIO(data), limits) as img:
             width, height = img.size
             bands = img.getbands()
     except Exception:  # any decoder complaint: decode_image gives the typed error

@@ -17,7 +17,15 @@ from core import (
     PairingError,
     ShapeMismatchError,
 )
-from core.images import Limits, align_pair, decode_image, image_size, load_image, to_tensor
+from core.images import (
+    Limits,
+    align_pair,
+    decode_image,
+    image_size,
+    load_image,
+    open_header,
+    to_tensor,
+)
 from tests.conftest import distort, raw_finder
 
 
@@ -279,7 +287,38 @@ def test_the_callers_pixel_limit_rules_over_pillows_bomb_guard() -> None:
     assert decode_image(big, limits=Limits(max_pixels=200_000_000)).shape == (10_000, 10_000)
     with pytest.raises(InputError, match="decompression bomb"):
         decode_image(big)
+    with pytest.raises(InputError, match="decompression bomb"):
+        image_size(big)  # header readers follow the same rule
     assert guard == Image.MAX_IMAGE_PIXELS
+
+
+def test_a_raised_pixel_limit_never_unguards_other_threads() -> None:
+    """While one thread reads headers under a limit above Pillow's guard, a limitless read in
+    another thread is still refused every time (the guard is raised under a lock, never off)."""
+    import threading
+
+    buf = io.BytesIO()
+    Image.new("L", (10_000, 10_000)).save(buf, format="PNG")  # 100 MP, a small file
+    big = buf.getvalue()
+    stop, seen = threading.Event(), []
+
+    def allowed() -> None:
+        while not stop.is_set():
+            with open_header(io.BytesIO(big), Limits(max_pixels=200_000_000)) as img:
+                seen.append(img.size)
+
+    worker = threading.Thread(target=allowed)
+    worker.start()
+    try:
+        refused = 0
+        for _ in range(200):
+            with pytest.raises(InputError, match="decompression bomb"):
+                image_size(big)
+            refused += 1
+    finally:
+        stop.set()
+        worker.join()
+    assert refused == 200 and seen and set(seen) == {(10_000, 10_000)}
 
 
 @pytest.mark.parametrize(("shape", "batched", "expected"), [

@@ -23,6 +23,7 @@ with warnings.catch_warnings():
 
 from core import PipelineConfig
 from core.finder import check_cancel
+from core.images import Limits
 from service.app import create_app
 from service.budget import FACTORS, MemoryBudget, factor_for, memory_limit, peek_header
 from service.errors import DeadlineExceeded, WaitTooLong
@@ -69,6 +70,17 @@ def _png16() -> bytes:
 
 def test_header_of_no_image_is_none():
     assert peek_header(b"<html>not an image</html>") is None
+
+
+def test_a_header_past_pillows_guard_is_reserved_when_the_limit_allows_it():
+    """DF_MAX_PIXELS above Pillow's ~89 MP guard: the budget sees the image decoding will
+    decode (it used to get no header, so nothing was reserved for it); without that limit
+    there is no header, as decoding refuses the image."""
+    buf = io.BytesIO()
+    Image.new("L", (10_000, 10_000)).save(buf, format="PNG")  # 100 MP, a small file
+    header = peek_header(buf.getvalue(), Limits(max_pixels=200_000_000))
+    assert header is not None and header.units == 10_000 * 10_000 * 4
+    assert peek_header(buf.getvalue()) is None
 
 
 def test_factors_are_per_strategy_and_metric_and_unknown_ones_get_the_largest():
