@@ -167,6 +167,19 @@ class PipelineConfig(BaseModel):
         setattr(self, name, derived)
         object.__setattr__(self, "__pydantic_fields_set__", given)
 
+    def chosen(self, **dump: Any) -> dict[str, Any]:
+        """What was chosen, not defaulted or derived: ``model_dump(exclude_unset=True)``, with
+        the regions and render settings each by what was set on them (also after
+        construction, ``cfg.regions.max_regions = 3``). ``dump``: model_dump's options."""
+        out = self.model_dump(exclude_unset=True, **dump)
+        for name in ("regions", "render"):
+            given = getattr(self, name).model_dump(exclude_unset=True, **dump)
+            if given:
+                out[name] = given
+            else:
+                out.pop(name, None)
+        return out
+
     @property
     def post_processors(self) -> list[dict[str, Any]]:
         pp = self.post_processor

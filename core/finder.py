@@ -101,7 +101,7 @@ class Finder:
         if config is not None:
             # what the given config was told, not its defaults: the same model again, and
             # still aware of what its user named (an explicit metric is the score, ...)
-            base = (config.model_dump(exclude_unset=True) if isinstance(config, PipelineConfig)
+            base = (config.chosen() if isinstance(config, PipelineConfig)
                     else dict(config))
             fields = {**base, **fields}
         try:

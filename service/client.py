@@ -259,7 +259,7 @@ def _config_dict(config: Any) -> dict[str, Any] | None:
     if config is None:
         return None
     if hasattr(config, "model_dump"):  # a core.PipelineConfig: what it was told, as core does
-        return config.model_dump(mode="json", exclude_unset=True)
+        return config.chosen(mode="json")
     return dict(config)
 
 

@@ -326,3 +326,16 @@ def test_a_config_rebuilt_with_another_strategy_derives_its_own_defaults(
     kept = Finder(config=chosen, strategy=then, device="cpu").config
     assert kept.render.label == "mine" and kept.regions.min_area == 4
     assert kept.regions.threshold == threshold
+
+
+def test_settings_changed_after_construction_are_carried() -> None:
+    """``cfg.regions.max_regions = 3`` on a built config is the user's choice: a Finder made
+    from it (and the API client's request) keeps it; the derived values stay derived."""
+    cfg = PipelineConfig()
+    cfg.regions.max_regions = 3
+    cfg.render.colorbar = True
+    assert cfg.chosen() == {"regions": {"max_regions": 3}, "render": {"colorbar": True}}
+    finder = Finder(config=cfg, device="cpu")
+    assert finder.config.regions.max_regions == 3 and finder.config.render.colorbar is True
+    assert finder.config.render.vmax == 30.0  # derived again, from the strategy
+    assert PipelineConfig().chosen() == {}
