@@ -89,6 +89,18 @@ def test_a_spot_whose_strength_varies_inside_it_stays_one_region() -> None:
     assert n == 1 and set(np.unique(labels)) == {0, 1}
 
 
+def test_a_large_spot_does_not_swallow_a_small_one_beside_it() -> None:
+    """A 100x100 edit and a 20x20 one 60 px away, joined by a faint halo above ``low``: the
+    relative cut parts them and the merge keeps them two (it grows both boxes by the smaller
+    piece's size; grown by its own, the large box reached the small one)."""
+    m = np.full((200, 260), 5.0, np.float32)  # the halo: above low (4), under 0.2 x peak
+    m[50:150, 20:120] = 200.0
+    m[90:110, 180:200] = 100.0
+    regions = find_regions(m, RegionsConfig())
+    assert sorted((r.x, r.y, r.width, r.height) for r in regions) == [
+        (20, 50, 100, 100), (180, 90, 20, 20)]
+
+
 def test_other_thresholds_keep_working_without_significance() -> None:
     m = _bump((64, 64), 30, 30, 6, 8.0)
     for cfg in (RegionsConfig(threshold="percentile"), RegionsConfig(threshold="otsu"),
