@@ -41,11 +41,12 @@ class RegionsConfig(BaseModel):
     # hysteresis, in the map's units: a spot needs a core above ``high`` and extends over
     # ``low``; ``relative`` > 0 also cuts each spot below that share of its own peak, and the
     # pieces a cut leaves are one spot again where their boxes, both grown by ``merge`` times
-    # the smaller piece's larger side, overlap (merge 0.5/1/2 there: recall 0.699/0.709/0.710). For the significance map (robust sigmas) chosen on the tuning
-    # half by benchmarks/tune_significance.py: high 13 -> 0.18 false regions per
-    # nuisance-only pair there (12: 0.29, 14: 0.14); low 4 boxes edits best (recall at IoU
-    # 0.3); relative 0.2 with merge 1 boxes edits best there (found 76.8%, recall 0.709;
-    # relative 0.1 without merge, the previous default: 75.8%, 0.677; no cut: 76.9%, 0.663).
+    # the smaller piece's larger side, overlap. For the significance map (robust sigmas)
+    # chosen on the tuning half by benchmarks/tune_significance.py: high 13 -> 0.18 false
+    # regions per nuisance-only pair there (12: 0.29, 14: 0.14); low 4 boxes edits best
+    # (recall at IoU 0.3); relative 0.2 with merge 1 boxes edits best there (found 76.8%,
+    # recall 0.709; merge 0.5: 0.699, 2: 0.710; relative 0.1 without merge, the previous
+    # default: 75.8%, 0.677; no cut: 76.9%, 0.663).
     high: float = 13.0
     low: float = 4.0
     relative: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
