@@ -38,6 +38,7 @@ monkey.patch_all()
 import argparse  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
@@ -246,7 +247,7 @@ threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).sta
 print("ready", flush=True)
 rows = []
 while not stop.is_set():
-    t0 = time.perf_counter()
+    t0, at = time.perf_counter(), time.time()
     try:
         c = http.client.HTTPConnection(host, port, timeout=120)
         if body is None:
@@ -256,12 +257,12 @@ while not stop.is_set():
         r = c.getresponse()
         r.read()
         c.close()
-        rows.append((r.status, (time.perf_counter() - t0) * 1e3))
+        rows.append((r.status, (time.perf_counter() - t0) * 1e3, at))
         pause = 0.05 if body is None else 0.0
         if body is not None and r.status in (429, 503) and sys.argv[6] == "1":
             pause = float(r.getheader("retry-after") or 1)
     except (OSError, http.client.HTTPException):
-        rows.append((0, (time.perf_counter() - t0) * 1e3))
+        rows.append((0, (time.perf_counter() - t0) * 1e3, at))
         pause = 0.05
     stop.wait(pause)
 print(json.dumps(rows))
@@ -284,14 +285,17 @@ def outside_client(url: str, mode: str, body: tuple[bytes, str] | None = None,
     return proc
 
 
-def outside_rows(proc: subprocess.Popen) -> list[tuple[int, float]]:
-    """Stop an outside client; its (status, ms) rows."""
+def outside_rows(proc: subprocess.Popen, window: tuple[float, float] | None = None
+                 ) -> list[tuple[int, float]]:
+    """Stop an outside client; the (status, ms) rows of its requests sent within ``window``
+    (wall-clock start and end of the load: idle probes before and after it are not counted)."""
     try:
         out, _ = proc.communicate("", timeout=150)
     finally:
         if proc.args[5] == "post":  # its request body, written for it
             os.unlink(proc.args[6])
-    return [tuple(r) for r in json.loads(out or "[]")]
+    lo, hi = window or (-math.inf, math.inf)
+    return [(status, ms) for status, ms, at in json.loads(out or "[]") if lo <= at <= hi]
 
 
 def loop_lag_buckets(url: str) -> dict[float, float]:
@@ -349,7 +353,7 @@ def run_scenario(name: str, size: int, users: int, slow: int, budget: int | None
         outside += [outside_client(server.url, "health")]
         if args.outside_client:
             outside.append(outside_client(server.url, "post", body, backoff))
-        started = time.monotonic()
+        started, wall = time.monotonic(), time.time()
         runner.start(users + slow, spawn_rate=users + slow)
         health: list[float] = []
 
@@ -374,8 +378,9 @@ def run_scenario(name: str, size: int, users: int, slow: int, budget: int | None
         prober = gevent.spawn(probe)
         gevent.spawn(watch)
         runner.greenlet.join()
+        window = (wall, time.time())
         prober.join(10)  # its last probe is answered before the server stops
-        health_rows, *posted = (outside_rows(p) for p in outside)
+        health_rows, *posted = (outside_rows(p, window) for p in outside)
         post_rows = posted[0] if posted else []
         elapsed = time.monotonic() - started
         peak = status_kib(server.proc.pid, "VmHWM") * 1024

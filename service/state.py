@@ -37,7 +37,8 @@ class ServiceState:
     pool: WorkerPool
     warmup: Warmup
     executor: ThreadPoolExecutor
-    header_executor: ThreadPoolExecutor  # image headers only (Pillow's lazy open): never queued
+    header_executor: ThreadPoolExecutor  # image headers only (Pillow's lazy open): queued
+    # behind other headers (sub-millisecond each), never behind decodes
     fetcher: Fetcher
     loader: ImageLoader
     budget: MemoryBudget  # host memory; CUDA devices' budgets are the pool's

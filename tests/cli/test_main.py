@@ -49,10 +49,11 @@ def test_python_m_cli_prints_help() -> None:
 def test_a_bad_service_setting_is_named_as_a_setting() -> None:
     """DF_* values are validated before anything starts, each error naming its variable."""
     for name, value, text in (("DF_QUEUE_SIZE", "abc", "valid integer"),
-                              ("DF_LOG_LEVEL", "verbose", "'debug'")):
+                              ("DF_LOG_LEVEL", "verbose", "'debug'"),
+                              ("DF_LABEL_STUDIO_URL", "notaurl", "http://")):
         env = {**os.environ, "PYTHONPATH": str(ROOT), name: value}
         out = subprocess.run([sys.executable, "-m", "cli", "serve", "--port", "0"],
                              capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
         assert out.returncode == 2, out.stderr
-        assert "invalid setting" in out.stderr and f"{name}:" in out.stderr, out.stderr
+        assert "invalid setting" in out.stderr and f"  {name}:" in out.stderr, out.stderr
         assert text in out.stderr and "pipeline" not in out.stderr
