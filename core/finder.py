@@ -36,7 +36,7 @@ from .results import PairResult
 from .strategies import STRATEGIES, BoundMetric
 
 __all__ = ["CHEAP_SCORES", "CancelCheck", "Finder", "PairResult", "Scores", "check_cancel",
-           "resolve_device"]
+           "resolve_device", "score_names"]
 
 #: ``cancel()`` -> True when the caller no longer wants the result (checked between steps)
 CancelCheck = Callable[[], bool]
@@ -74,6 +74,36 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise DeviceError(f"device {device!r} requested but MPS is not available here")
     return dev
+
+
+def score_names(config: PipelineConfig, metrics: Scores = "auto") -> list[str]:
+    """Which metrics ``Finder(config).analyze(metrics=...)`` computes (the service sizes a
+    request's memory by them before running it).
+
+    ``"auto"``: the configured metric when the strategy computes it anyway, the pipeline
+    names it (a metric-free strategy such as the default then still honours it, as the
+    score), or it is not marked ``costly`` (MSE, PSNR and plugins); else
+    :data:`CHEAP_SCORES`.
+    ``True``: the configured metric. ``False``: none. A list: those metric names.
+    """
+    metric = METRICS.get(config.metric["name"]).name
+    if metrics is False:
+        return []
+    if metrics is True:
+        return [metric]
+    if metrics == "auto":
+        free = bool(STRATEGIES.get(config.strategy["name"]).meta.get("uses_metric"))
+        named = "metric" in config.model_fields_set
+        if free or named or not METRICS.get(metric).meta.get("costly"):
+            return [metric]
+        return list(CHEAP_SCORES)
+    if isinstance(metrics, str):
+        raise ConfigError(f"metrics must be 'auto', True, False or a list of metric names, "
+                          f"got {metrics!r}")
+    names = list(dict.fromkeys(metrics))
+    for name in names:
+        METRICS.get(name)  # an unknown name lists the valid ones
+    return names
 
 
 class Finder:
@@ -202,31 +232,8 @@ class Finder:
         return out
 
     def score_names(self, metrics: Scores = "auto") -> list[str]:
-        """Which metrics ``analyze(metrics=...)`` computes.
-
-        ``"auto"``: the configured metric when the strategy computes it anyway, the pipeline
-        names it (a metric-free strategy such as the default then still honours it, as the
-        score), or it is not marked ``costly`` (MSE, PSNR and plugins); else
-        :data:`CHEAP_SCORES`.
-        ``True``: the configured metric. ``False``: none. A list: those metric names.
-        """
-        if metrics is False:
-            return []
-        if metrics is True:
-            return [self.metric_name]
-        if metrics == "auto":
-            free = bool(self._strategy.meta.get("uses_metric"))
-            named = "metric" in self.config.model_fields_set
-            if free or named or not METRICS.get(self.metric_name).meta.get("costly"):
-                return [self.metric_name]
-            return list(CHEAP_SCORES)
-        if isinstance(metrics, str):
-            raise ConfigError(f"metrics must be 'auto', True, False or a list of metric names, "
-                              f"got {metrics!r}")
-        names = list(dict.fromkeys(metrics))
-        for name in names:
-            METRICS.get(name)  # an unknown name lists the valid ones
-        return names
+        """Which metrics ``analyze(metrics=...)`` computes: :func:`score_names`."""
+        return score_names(self.config, metrics)
 
     # -- anything in, numpy out ---------------------------------------------------
 

@@ -39,7 +39,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import PipelineConfig
+from core import STRATEGIES, PipelineConfig
+from core.finder import CHEAP_SCORES, Scores, score_names
 from core.images import Limits, open_header
 
 from .errors import MemoryFull, OverMemoryBudget
@@ -62,11 +63,12 @@ __all__ = [
 #: decoding, the pipeline, regions and encoding (JSON and PNG heatmap) together. Measured
 #: by ``python -m benchmarks.memory_factors`` (a fresh process per case; VmHWM after
 #: resetting it, minus VmRSS before; max over 1024² and 2048² RGB pairs; torch 2.x CPU,
-#: 1 thread; the significance and compare rows after the significance default landed).
+#: 1 thread; the significance rows since a metric named beside the significance map is its
+#: score, 2026-12-03: SSIM's score needs ~4x the map's memory).
 #: "compare/ssim" is /v1/compare (1 reference, 2 candidates, standard scores).
 FACTORS: dict[str, float] = {
-    "significance/mse": 2.91, "significance/psnr": 3.11, "significance/ssim": 2.90,
-    "significance/ms-ssim": 3.04,
+    "significance/mse": 2.71, "significance/psnr": 2.66, "significance/ssim": 10.75,
+    "significance/ms-ssim": 9.56,
     "difference/mse": 5.64, "difference/psnr": 5.17, "difference/ssim": 10.40,
     "difference/ms-ssim": 9.85,
     "gradient/mse": 4.78, "gradient/psnr": 5.67, "gradient/ssim": 23.18,
@@ -84,17 +86,27 @@ _CURRENT: contextvars.ContextVar[Reservation | None] = contextvars.ContextVar(
     "df_reservation", default=None)
 
 
-def factor_for(config: PipelineConfig | None, route: str = "diff") -> float:
-    """The working-memory factor of ``config`` on ``route`` ("diff" or "compare")."""
+def factor_for(config: PipelineConfig | None, route: str = "diff",
+               metrics: Scores = "auto") -> float:
+    """The working-memory factor of ``config`` on ``route`` ("diff" or "compare"), with the
+    scores ``metrics`` asks for (a costly score such as SSIM beside the significance map
+    costs more memory than the map; the default answer's MSE/PSNR nearly nothing). Each
+    ``strategy/metric`` row is that strategy with that metric's score; a request's factor is
+    the largest row among the scores it computes (they run one after another)."""
     if config is None:
         return max(max(FACTORS.values()), LPIPS_FACTOR) * MARGIN
     metric = config.metric["name"]
-    strategy = "compare" if route == "compare" else config.strategy["name"]
-    if metric == "lpips" or (route == "compare" and f"compare/{metric}" not in FACTORS):
-        found = LPIPS_FACTOR if metric == "lpips" else FACTORS.get("compare/ssim")
-    else:
-        found = FACTORS.get(f"{strategy}/{metric}")
-    return (found if found is not None else max(FACTORS.values())) * MARGIN
+    if route == "compare":
+        found = LPIPS_FACTOR if metric == "lpips" else FACTORS.get(f"compare/{metric}",
+                                                                   FACTORS["compare/ssim"])
+        return found * MARGIN
+    strategy = config.strategy["name"]
+    uses = [metric] if STRATEGIES.get(strategy).meta.get("uses_metric") else []
+    names = list(dict.fromkeys(uses + score_names(config, metrics))) or [CHEAP_SCORES[0]]
+    if "lpips" in names:
+        return LPIPS_FACTOR * MARGIN
+    rows = [FACTORS.get(f"{strategy}/{name}") for name in names]
+    return (max(rows) if None not in rows else max(FACTORS.values())) * MARGIN
 
 
 def _cgroup_limit() -> int | None:
@@ -218,9 +230,11 @@ class Reservation:
         self.images = 0  # images added so far
         self.refusal: Exception | None = None  # once refused, later calls get the same
 
-    def use(self, config: PipelineConfig, route: str = "diff") -> None:
-        """The pipeline is known: images are estimated at its factor on ``route``."""
-        self.factor = factor_for(config, route)
+    def use(self, config: PipelineConfig, route: str = "diff", metrics: Scores = "auto"
+            ) -> None:
+        """The pipeline is known: images are estimated at its factor on ``route``, with the
+        scores ``metrics`` asks for."""
+        self.factor = factor_for(config, route, metrics)
 
     def _refuse(self, exc: Exception) -> Exception:
         self.refusal = exc
@@ -271,8 +285,10 @@ def current_reservation() -> Reservation | None:
     return _CURRENT.get()
 
 
-def use_pipeline(config: PipelineConfig, route: str = "diff") -> None:
-    """Routes call this once the pipeline is parsed, before images are decoded."""
+def use_pipeline(config: PipelineConfig, route: str = "diff", metrics: Scores = "auto"
+                 ) -> None:
+    """Routes call this once the pipeline (and the scores asked for) are parsed, before
+    images are decoded."""
     reservation = _CURRENT.get()
     if reservation is not None:
-        reservation.use(config, route)
+        reservation.use(config, route, metrics)

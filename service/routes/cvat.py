@@ -51,7 +51,7 @@ async def prepare(request: Request, state: ServiceState) -> Prepared:
     """Parse the body, reserve both images' memory from their headers, decode them."""
     req = await read_json(request, DetectRequest, state.executor)
     config = req.config or state.settings.annotation_config
-    use_pipeline(config)
+    use_pipeline(config, metrics=False)  # regions only: no score
     ref, cand = await state.loader.decode_all([
         ("reference", _unbase64(state, req.reference, "reference")),
         ("image", _unbase64(state, req.image, "image"))])

@@ -48,13 +48,13 @@ async def prepare(request: Request, state: ServiceState) -> Pair:
     if media_type(request) == MULTIPART:
         (config, metrics), files = await read_multipart(request, DIFF_FORM, _form,
                                                         loader.check_size)
-        use_pipeline(config)
+        use_pipeline(config, metrics=metrics)
         ref, cand = await loader.decode_all([(f.where, f.data)
                                              for k in ("reference", "candidate")
                                              for f in files[k]])
         return config, ref, cand, metrics
     req = await read_json(request, DiffRequest, state.executor)
-    use_pipeline(req.config)
+    use_pipeline(req.config, metrics=req.metrics)
     ref, cand = await loader.load_all([("reference", req.reference),
                                        ("candidate", req.candidate)])
     return req.config, ref, cand, req.metrics

@@ -99,7 +99,7 @@ async def predict_task(exchange: Exchange, task: LabelStudioTask, i: int,
     deadline = exchange.new_deadline()
     want_mask = any(t.type == "brushlabels" for t in targets)
     with exchange.step() as reservation:
-        reservation.use(config)
+        reservation.use(config, metrics=False)  # regions only: no score
         ref, cand = await exchange.prepare(task_images(exchange.state, task, i), deadline,
                                            reservation)
         try:

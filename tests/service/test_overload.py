@@ -25,7 +25,15 @@ from core import PipelineConfig
 from core.finder import check_cancel
 from core.images import Limits
 from service.app import create_app
-from service.budget import FACTORS, MemoryBudget, factor_for, memory_limit, peek_header
+from service.budget import (
+    FACTORS,
+    LPIPS_FACTOR,
+    MARGIN,
+    MemoryBudget,
+    factor_for,
+    memory_limit,
+    peek_header,
+)
 from service.errors import DeadlineExceeded, WaitTooLong
 from service.prometheus import Metrics
 from service.settings import Settings
@@ -84,11 +92,27 @@ def test_a_header_past_pillows_guard_is_reserved_when_the_limit_allows_it():
 
 
 def test_factors_are_per_strategy_and_metric_and_unknown_ones_get_the_largest():
-    # a measured strategy (the significance strategy has no measured factor yet: the largest)
     ssim = factor_for(PipelineConfig.model_validate({"strategy": "difference", "metric": "ssim"}))
     mse = factor_for(PipelineConfig.model_validate({"strategy": "difference", "metric": "mse"}))
     assert ssim > mse > 1
     assert factor_for(None) >= max(FACTORS.values())
+
+
+def test_the_factor_follows_the_scores_a_request_computes():
+    """The default answer (the significance map with MSE/PSNR) is sized as such; the same
+    map with SSIM's score named, in the pipeline or in ``metrics``, needs ~4x (measured by
+    benchmarks/memory_factors.py: under the map's factor, 6 concurrent 2048² SSIM requests
+    took 2.1-2.5 GB of a 1.4 GB budget, benchmarks/load.py big); annotation routes compute
+    no score; a computed LPIPS score gets LPIPS's factor."""
+    default = factor_for(PipelineConfig())
+    assert default == pytest.approx(FACTORS["significance/mse"] * MARGIN)
+    named = factor_for(PipelineConfig(metric="ssim"))
+    assert named == factor_for(PipelineConfig(), metrics=["ssim"]) > 3 * default
+    assert factor_for(PipelineConfig(metric="ssim"), metrics=False) == default
+    assert factor_for(PipelineConfig(), metrics=["psnr", "lpips"]) == LPIPS_FACTOR * MARGIN
+    # a strategy that uses its metric pays for it whatever the scores
+    gradient = PipelineConfig(strategy="gradient", metric="ssim")
+    assert factor_for(gradient, metrics=False) == FACTORS["gradient/ssim"] * MARGIN
 
 
 def test_memory_limit_is_at_most_the_machine():
