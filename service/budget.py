@@ -63,18 +63,18 @@ __all__ = [
 #: decoding, the pipeline, regions and encoding (JSON and PNG heatmap) together. Measured
 #: by ``python -m benchmarks.memory_factors`` (a fresh process per case; VmHWM after
 #: resetting it, minus VmRSS before; max over 1024² and 2048² RGB pairs; torch 2.x CPU,
-#: 1 thread; the significance rows since a metric named beside the significance map is its
-#: score, 2026-12-03: SSIM's score needs ~4x the map's memory).
+#: 1 thread; the significance, difference and compare rows remeasured 2026-12-03, since a
+#: metric named beside a metric-free map is its score: SSIM's score needs ~4x the map's).
 #: "compare/ssim" is /v1/compare (1 reference, 2 candidates, standard scores).
 FACTORS: dict[str, float] = {
     "significance/mse": 2.71, "significance/psnr": 2.66, "significance/ssim": 10.75,
     "significance/ms-ssim": 9.56,
-    "difference/mse": 5.64, "difference/psnr": 5.17, "difference/ssim": 10.40,
-    "difference/ms-ssim": 9.85,
+    "difference/mse": 2.42, "difference/psnr": 2.60, "difference/ssim": 10.49,
+    "difference/ms-ssim": 9.47,
     "gradient/mse": 4.78, "gradient/psnr": 5.67, "gradient/ssim": 23.18,
     "gradient/ms-ssim": 12.04,
     "map/mse": 6.17, "map/psnr": 6.17, "map/ssim": 11.06,
-    "compare/ssim": 9.78,
+    "compare/ssim": 10.01,
 }
 #: LPIPS could not be measured here (no weights on the measuring machine): its factor is
 #: the largest measured one, doubled. Unknown strategies and metrics get the largest.
