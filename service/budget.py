@@ -181,28 +181,42 @@ class MemoryBudget:
         self.total = total
         self.device = device
         self.reserved = 0
+        # bytes released since the C heap was last trimmed: freed memory the allocator may
+        # still hold (it keeps it for reuse, core.memory), which fragmentation can keep from
+        # fitting the next request: resident memory grew past the budget under a steady
+        # stream of big requests (benchmarks/load.py big) without it being counted
+        self.retained = 0
         self.lock = threading.Lock()
         self.metrics = metrics
         if metrics is not None:
             metrics.memory_budget.labels(device).set(total)
 
-    def reserve(self, nbytes: int, retry_after: int) -> None:
-        """Take ``nbytes``: 413 when more than the whole budget, 503 when it is full now."""
+    def reserve(self, nbytes: int, retry_after: int) -> bool:
+        """Take ``nbytes``: 413 when more than the whole budget, 503 when it is full now.
+        True when the caller should first give freed memory back (``release_freed_memory``,
+        off the event loop): what is reserved and what may still be retained would together
+        exceed the budget."""
         if nbytes > self.total:
             raise OverMemoryBudget(nbytes, self.total, self.device)
         with self.lock:
             fits = self.reserved + nbytes <= self.total
+            trim = fits and self.reserved + nbytes + self.retained > self.total
             if fits:
                 self.reserved += nbytes
+            if trim:
+                self.retained = 0  # the caller trims before it allocates
         if not fits:
             if self.metrics is not None:
                 self.metrics.rejected.labels("memory_full").inc()
             raise MemoryFull(nbytes, self.total, self.device, retry_after)
         self._gauge()
+        return trim
 
     def release(self, nbytes: int) -> None:
         with self.lock:
-            self.reserved = max(0, self.reserved - nbytes)
+            released = min(nbytes, self.reserved)
+            self.reserved -= released
+            self.retained += released
         self._gauge()
 
     def _gauge(self) -> None:
@@ -229,6 +243,7 @@ class Reservation:
         self.nbytes = 0  # bytes taken from the budget
         self.images = 0  # images added so far
         self.refusal: Exception | None = None  # once refused, later calls get the same
+        self.trim = False  # give freed memory back before decoding (MemoryBudget.reserve)
 
     def use(self, config: PipelineConfig, route: str = "diff", metrics: Scores = "auto"
             ) -> None:
@@ -261,7 +276,7 @@ class Reservation:
         if more <= 0:
             return
         try:
-            self.budget.reserve(more, self.retry_after)
+            self.trim = self.budget.reserve(more, self.retry_after)
         except (OverMemoryBudget, MemoryFull) as exc:
             raise self._refuse(exc) from None
         self.nbytes = self.known

@@ -18,6 +18,7 @@ from typing import TypeVar
 import numpy as np
 
 from core.images import Limits, decode_image
+from core.memory import release_freed_memory
 
 from .budget import current_reservation, peek_header
 from .errors import PayloadTooLarge, ValidationProblem
@@ -80,9 +81,11 @@ class ImageLoader:
                     data.close()
             raise
         reservation = current_reservation()
+        loop = asyncio.get_running_loop()
         if reservation is not None:
             reservation.take()
-        loop = asyncio.get_running_loop()
+            if reservation.trim:  # memory others freed may still be held: give it back first
+                await loop.run_in_executor(self.executor, release_freed_memory)
         return await _gather_all([
             loop.run_in_executor(self.executor, partial(decode_image, data, limits=self.limits,
                                                         what=what))

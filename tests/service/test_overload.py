@@ -208,6 +208,25 @@ def test_a_host_budget_reservation_is_thread_safe():
     assert taken.count(True) == 100 and budget.reserved == 1000
 
 
+def test_freed_memory_is_given_back_before_it_and_the_reserved_exceed_the_budget():
+    """Released reservations count as memory the allocator may still hold: the reservation
+    that would bring reserved + retained over the budget is told to trim first, once; a
+    roomy budget never is (no trims between the jobs of a burst)."""
+    budget = MemoryBudget(3000, "host", Metrics())
+    assert budget.reserve(1200, 1) is False
+    budget.release(1200)
+    assert budget.reserve(1200, 1) is False  # 1200 + 1200 retained <= 3000
+    budget.release(1200)
+    assert budget.reserve(1200, 1) is True  # 1200 + 2400 retained > 3000: trim first
+    assert budget.retained == 0 and budget.reserved == 1200
+    budget.release(1200)
+    assert budget.reserve(1200, 1) is False
+    roomy = MemoryBudget(10**9, "host", Metrics())
+    for _ in range(100):
+        assert roomy.reserve(1200, 1) is False
+        roomy.release(1200)
+
+
 def test_a_request_is_413_once_its_known_images_exceed_the_budget_even_while_it_is_taken():
     """Images are counted as their headers arrive: the request whose known images already
     need more than the whole budget is 413 (not 503 to retry forever), even when other
