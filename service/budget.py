@@ -255,14 +255,22 @@ class Reservation:
         self.refusal = exc
         return exc
 
-    def add(self, header: ImageHeader) -> None:
-        """Count one more image of the request (nothing is taken yet): 413 as soon as the
-        images known so far need more than the whole budget, whatever else is running."""
+    def add(self, header: ImageHeader, check: bool = True) -> None:
+        """Count one more image of the request (nothing is taken yet); with ``check``, 413
+        as soon as the images known so far need more than the whole budget (see check)."""
         if self.refusal is not None:
             raise self.refusal
         self.units += header.units
         self.images += 1
         self.known += int(header.units * self.factor)
+        if check:
+            self.check()
+
+    def check(self) -> None:
+        """413 when the images counted so far need more than the whole budget, whatever
+        else is running (it could never fit), naming what they need together."""
+        if self.refusal is not None:
+            raise self.refusal
         if self.known > self.budget.total:
             raise self._refuse(OverMemoryBudget(self.known, self.budget.total,
                                                 self.budget.device))

@@ -51,9 +51,10 @@ class ImageLoader:
         if size > self.max_bytes:
             raise PayloadTooLarge(self.max_bytes, what, size=size)
 
-    async def header(self, data: bytes) -> None:
+    async def header(self, data: bytes, check: bool = True) -> None:
         """Add the image to the current request's reservation from its header (read in the
-        thread pool, nothing decoded): 413 once the request's known need is over budget."""
+        thread pool, nothing decoded); with ``check``, 413 once the request's known need is
+        over budget."""
         reservation = current_reservation()
         if reservation is None:
             return
@@ -61,20 +62,33 @@ class ImageLoader:
         header = await loop.run_in_executor(self.header_executor, peek_header, data,
                                             self.limits)
         if header is not None:  # no image, or over the limits: decoding says which
-            reservation.add(header)
+            reservation.add(header, check)
 
     async def decode_all(self, sources: Sequence[Source]) -> list[np.ndarray]:
-        """A request's images, in order: each one's bytes awaited (concurrently), size
-        checked and header counted as it arrives; then the request's whole estimate taken
-        from the budget at once (503 when it does not fit now); then all decoded."""
-        async def arrive(what: str, data: bytes | Awaitable[bytes]) -> bytes:
+        """A request's images, in order: the images at hand (uploaded, inline) counted
+        together first, so a 413 names their whole need; then the rest (URLs) awaited
+        concurrently, each counted as it arrives (413 at once, the others not waited for);
+        then the request's whole estimate taken from the budget at once (503 when it does
+        not fit now); then all decoded."""
+        async def arrive(what: str, data: bytes | Awaitable[bytes], check: bool = True
+                         ) -> bytes:
             raw = data if isinstance(data, bytes) else await data
             self.check_size(len(raw), what)
-            await self.header(raw)
+            await self.header(raw, check)
             return raw
 
+        here = [i for i, (_, data) in enumerate(sources) if isinstance(data, bytes)]
+        later = [i for i in range(len(sources)) if i not in here]
+        datas: list[bytes] = [b""] * len(sources)
         try:
-            datas = await _gather_all([arrive(what, data) for what, data in sources])
+            for i, raw in zip(here, await _gather_all(
+                    [arrive(*sources[i], check=False) for i in here]), strict=True):
+                datas[i] = raw
+            if (reservation := current_reservation()) is not None:
+                reservation.check()
+            for i, raw in zip(later, await _gather_all([arrive(*sources[i]) for i in later]),
+                              strict=True):
+                datas[i] = raw
         except BaseException:
             for _, data in sources:  # refused before it was fetched: no "never awaited"
                 if inspect.iscoroutine(data) and inspect.getcoroutinestate(data) == "CORO_CREATED":
@@ -116,9 +130,13 @@ class ImageLoader:
         return await loop.run_in_executor(self.executor, self.unbase64, image.data or "", what)
 
     async def load_all(self, images: Sequence[tuple[str, ImageInput]]) -> list[np.ndarray]:
-        """:class:`ImageInput` s (url or data) -> decoded arrays, as :meth:`decode_all`."""
-        return await self.decode_all([(what, self.fetch(image, what))
-                                      for what, image in images])
+        """:class:`ImageInput` s (url or data) -> decoded arrays, as :meth:`decode_all`
+        (inline data unpacked first: those images are at hand, counted together)."""
+        inline = iter(await _gather_all([self.fetch(image, what) for what, image in images
+                                         if image.url is None]))
+        return await self.decode_all([
+            (what, next(inline) if image.url is None else self.fetch(image, what))
+            for what, image in images])
 
     async def load(self, image: ImageInput, what: str) -> np.ndarray:
         """One :class:`ImageInput` -> decoded array."""

@@ -135,8 +135,12 @@ def test_a_request_larger_than_the_whole_budget_is_413_naming_both_numbers():
         assert body["budget_bytes"] == budget and body["needed_bytes"] > budget
         assert str(budget) in body["detail"] and str(body["needed_bytes"]) in body["detail"]
         one = int(400 * 400 * 3 * 4 * factor_for(PipelineConfig()))
-        assert body["needed_bytes"] in (one, 2 * one)  # refused at the first image or both
+        assert body["needed_bytes"] == 2 * one  # the whole request, not its first image
         assert client.app.state.df.budget.reserved == 0
+        import base64  # the same as inline JSON images
+        inline = {"data": base64.b64encode(png(big)).decode()}
+        r = client.post("/v1/diff", json={"reference": inline, "candidate": inline})
+        assert r.status_code == 413 and r.json()["needed_bytes"] == 2 * one, r.text
 
 
 def test_a_taken_budget_is_503_with_retry_after_and_freed_after_each_answer():
