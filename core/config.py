@@ -132,23 +132,31 @@ class PipelineConfig(BaseModel):
     def _regions_units(self) -> PipelineConfig:
         """Hysteresis thresholds are in calibrated units: for a map without a unit (registry
         meta of the strategy and the post-processors) the regions default to the 98th
-        percentile unless a threshold was chosen."""
+        percentile unless a threshold or hysteresis thresholds (``high``, ``low``, in the
+        map's own units) were chosen."""
         meta = self._unit_meta()
-        if "unit" not in meta and "threshold" not in self.regions.model_fields_set \
-                and self.regions.threshold == "hysteresis":
+        chosen = self.regions.model_fields_set & {"threshold", "high", "low"}
+        if "unit" not in meta and not chosen and self.regions.threshold == "hysteresis":
             self._derive("regions", {"threshold": "percentile"})
         return self
 
     @model_validator(mode="after")
     def _render_units(self) -> PipelineConfig:
         """A map in fixed units (registry meta vmin/vmax/scale/unit, kept by every
-        post-processor) sets the heatmap's range, scale and colorbar label unless the render
-        settings choose their own."""
+        post-processor) sets each of the heatmap's range ends, scale and colorbar label that
+        the render settings do not choose (``vmax=10`` alone keeps the unit's vmin, scale
+        and label; a percentile or symmetric range replaces the fixed one)."""
         meta = self._unit_meta()
         given = self.render.model_fields_set
-        if "vmax" not in meta or given & {"vmin", "vmax", "percentile", "symmetric"}:
+        if "vmax" not in meta:
             return self
-        update = {"vmin": meta["vmin"], "vmax": meta["vmax"]}
+        update: dict[str, Any] = {}
+        if not given & {"percentile", "symmetric"}:  # each end not chosen: the unit's
+            vmin = self.render.vmin if "vmin" in given else meta["vmin"]
+            vmax = self.render.vmax if "vmax" in given else meta["vmax"]
+            if vmin is None or vmax is None or vmin < vmax:
+                update.update({k: v for k, v in (("vmin", vmin), ("vmax", vmax))
+                               if k not in given})
         if "scale" in meta and "scale" not in given:
             update["scale"] = meta["scale"]
         if "unit" in meta and "label" not in given:

@@ -22,6 +22,7 @@ from core import (
     PipelineConfig,
 )
 from core.registry import Registry
+from core.significance import SIGNIFICANCE_UNIT
 from tests.conftest import raw_finder
 
 
@@ -339,3 +340,22 @@ def test_settings_changed_after_construction_are_carried() -> None:
     assert finder.config.regions.max_regions == 3 and finder.config.render.colorbar is True
     assert finder.config.render.vmax == 30.0  # derived again, from the strategy
     assert PipelineConfig().chosen() == {}
+
+
+def test_one_render_setting_keeps_the_units_other_defaults() -> None:
+    """``render={"vmax": 10}`` narrows the fixed range, it does not drop the unit's scale,
+    label and lower end; a percentile range replaces the fixed one but keeps the unit."""
+    r = PipelineConfig(render={"vmax": 10}).render
+    assert (r.vmin, r.vmax, r.scale, r.label) == (3.0, 10.0, "sqrt", SIGNIFICANCE_UNIT)
+    r = PipelineConfig(render={"vmax": 2}).render  # below the unit's vmin: no fixed lower end
+    assert (r.vmin, r.vmax) == (None, 2.0)
+    r = PipelineConfig(render={"percentile": 99}).render
+    assert (r.vmin, r.vmax, r.label) == (None, None, SIGNIFICANCE_UNIT)
+
+
+def test_hysteresis_thresholds_chosen_on_an_uncalibrated_map_are_kept() -> None:
+    """``high``/``low`` given for a map without a unit are the user's, in that map's units:
+    hysteresis stays (it used to fall back to the percentile silently)."""
+    cfg = PipelineConfig(strategy="difference", regions={"high": 0.2, "low": 0.05})
+    assert cfg.regions.threshold == "hysteresis" and cfg.regions.high == 0.2
+    assert PipelineConfig(strategy="difference").regions.threshold == "percentile"
