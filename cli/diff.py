@@ -126,11 +126,11 @@ def run(args: argparse.Namespace) -> int:
                 records.append(pair_record(ra, rb, res.to_dict()))
             for job in written:
                 job.result()  # a failed write raises here
-        payload: dict[str, Any] = {"config": cfg.model_dump(), "pairs": records}
+        payload: dict[str, Any] = {"config": cfg.resolved(), "pairs": records}
     else:
         res = finder.analyze(a, b, metrics=metrics)[0]
         if args.output:
             write_heatmap(Path(args.output), res.map, cfg.render)
-        payload = {"config": cfg.model_dump(), **pair_record(a, b, res.to_dict())}
+        payload = {"config": cfg.resolved(), **pair_record(a, b, res.to_dict())}
     print_payload(args, payload)
     return 0

@@ -44,7 +44,7 @@ def remote_diff(args: argparse.Namespace) -> int:
                     if out_dir is not None:
                         write_heatmap(out_dir / f"{ra.stem}.png", res.map, cfg.render)
                     records.append(pair_record(ra, rb, result_fields(res)))
-                config = results[0].config if results else cfg.model_dump(mode="json")
+                config = results[0].config if results else cfg.resolved(mode="json")
                 payload: dict[str, Any] = {"config": config, "pairs": records}
             else:
                 res = client.diff(a, b, cfg, metrics=args.metrics)

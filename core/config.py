@@ -175,6 +175,15 @@ class PipelineConfig(BaseModel):
         setattr(self, name, derived)
         object.__setattr__(self, "__pydantic_fields_set__", given)
 
+    def resolved(self, **dump: Any) -> dict[str, Any]:
+        """The pipeline as it runs, every default filled in (what answers echo): without
+        ``metric`` when nothing uses it (a metric-free strategy, the metric not named), so
+        an echoed config posted back gives the same answer (a present metric is a named
+        one: its score would be computed). ``dump``: model_dump's options."""
+        uses = STRATEGIES.get(self.strategy["name"]).meta.get("uses_metric")
+        unused = not uses and "metric" not in self.model_fields_set
+        return self.model_dump(exclude={"metric"} if unused else None, **dump)
+
     def chosen(self, **dump: Any) -> dict[str, Any]:
         """What was chosen, not defaulted or derived: ``model_dump(exclude_unset=True)``, with
         the regions and render settings each by what was set on them (also after

@@ -147,7 +147,7 @@ def json_bytes(result: PairResult, config: PipelineConfig, timing_ms: dict[str, 
         "metrics": finite_values(result.metrics),
         "regions": regions,
         "summary": result.summary,
-        "config": config.model_dump(mode="json"),
+        "config": config.resolved(mode="json"),
         "timing_ms": {k: round(v, 3) for k, v in timing_ms.items()},
     }
     return dumps(body)

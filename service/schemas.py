@@ -120,7 +120,7 @@ class DiffResponse(BaseModel):
         "regions": [{"x": 0, "y": 1, "width": 2, "height": 1, "area": 2, "score": 1.0,
                      "peak": 14.2, "mean": 7.5, "significance": 14.2}],
         "summary": "1 significant region",
-        "config": PipelineConfig().model_dump(),
+        "config": PipelineConfig().resolved(),
         "timing_ms": {"decode": 0.4, "queue": 0.1, "load": 0.1, "compute": 1.9,
                       "regions": 0.2, "encode": 0.1, "total": 3.1},
     }]})
@@ -133,7 +133,8 @@ class DiffResponse(BaseModel):
     regions: list[RegionOut] = Field(description="ranked by score, highest first; empty "
                                      "when no significant difference was found")
     summary: str = Field(description=_SUMMARY_DOC)
-    config: dict[str, Any] = Field(description="the full resolved pipeline")
+    config: dict[str, Any] = Field(description="the full resolved pipeline, without a "
+                                   "metric nothing used: posted back, the same answer")
     timing_ms: dict[str, float] = Field(
         description="milliseconds per stage: decode, queue, load, compute, regions, "
         "encode, total")

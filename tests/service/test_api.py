@@ -93,7 +93,7 @@ def test_multipart_json_response_matches_core(client, pair, pair_png):
     assert body["summary"] == expected.summary == (
         f"{len(scores)} significant region{'s' if len(scores) > 1 else ''}")
     assert all(reg["significance"] >= 12 for reg in body["regions"])  # the hysteresis core
-    assert body["config"] == Finder(device="cpu").config.model_dump(mode="json")
+    assert body["config"] == Finder(device="cpu").config.resolved(mode="json")
     assert {"decode", "queue", "compute", "encode", "total"} <= set(body["timing_ms"])
     assert "compute;dur=" in r.headers["server-timing"]
 
@@ -418,6 +418,20 @@ def test_capabilities(client):
     assert set(caps["lpips_weights"]) == {"alex", "vgg", "squeeze"}
     assert caps["response_types"] == ["application/json", "image/png", "application/x-npy"]
     assert caps["limits"]["max_pixels"] == 1_000_000
+
+
+def test_an_answers_config_posted_back_gives_the_same_answer(client, pair_png):
+    """The echoed config is the pipeline as it ran: posted back, the same scores, regions
+    and summary (a default metric in it used to count as named: SSIM was computed)."""
+    first = post_files(client, *pair_png).json()
+    assert "metric" not in first["config"] and set(first["metrics"]) == {"mse", "psnr"}
+    again = post_files(client, *pair_png, config=first["config"]).json()
+    assert {k: again[k] for k in ("metrics", "regions", "summary", "config")} == {
+        k: first[k] for k in ("metrics", "regions", "summary", "config")}
+    named = post_files(client, *pair_png, config={"metric": "ssim"}).json()
+    assert named["config"]["metric"]["name"] == "ssim" and set(named["metrics"]) == {"ssim"}
+    back = post_files(client, *pair_png, config=named["config"]).json()
+    assert back["metrics"] == named["metrics"]
 
 
 def test_health_and_metrics(client, pair_png):
