@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .pipeline import add_pipeline_arguments, config_from_args
+from .pipeline import add_pipeline_arguments, config_from_args, limits_from_args
 
 if TYPE_CHECKING:
     from core.results import Comparison
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     comparison = compare(args.reference, args.candidates, parse_labels(args.labels),
-                         args.baseline, cfg, device=args.device)
+                         args.baseline, cfg, device=args.device, limits=limits_from_args(args))
     out = Path(args.output)
     (out / "maps").mkdir(parents=True, exist_ok=True)
     options = {"insets": args.insets}

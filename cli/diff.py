@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .pipeline import add_pipeline_arguments, config_from_args
+from .pipeline import add_pipeline_arguments, config_from_args, limits_from_args
 
 if TYPE_CHECKING:
     import numpy as np
@@ -105,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     from core.images import pair_directories
 
     cfg = config_from_args(args)
+    limits = limits_from_args(args)
     finder = Finder.from_config(cfg, device=args.device)
     metrics = finder.score_names(args.metrics)  # unknown names fail before any work
     a, b, directories = input_paths(args)
@@ -119,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
             written = []
             for ra, rb in tqdm(pair_directories(a, b), desc="pairs", unit="pair",
                                file=sys.stderr, disable=args.quiet):
-                res = finder.analyze(ra, rb, metrics=metrics)[0]
+                res = finder.analyze(ra, rb, metrics=metrics, limits=limits)[0]
                 if out_dir is not None:
                     written.append(pool.submit(write_heatmap, out_dir / f"{ra.stem}.png",
                                                res.map, cfg.render))
@@ -128,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
                 job.result()  # a failed write raises here
         payload: dict[str, Any] = {"config": cfg.resolved(), "pairs": records}
     else:
-        res = finder.analyze(a, b, metrics=metrics)[0]
+        res = finder.analyze(a, b, metrics=metrics, limits=limits)[0]
         if args.output:
             write_heatmap(Path(args.output), res.map, cfg.render)
         payload = {"config": cfg.resolved(), **pair_record(a, b, res.to_dict())}

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from core.config import PipelineConfig
+    from core.images import Limits
 
 __all__ = ["add_pipeline_arguments", "config_from_args", "load_config", "parse_step"]
 
@@ -62,12 +63,27 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--size-policy", choices=["error", "resize", "crop", "pad"])
     g.add_argument("--regions", dest="max_regions", type=int, help="how many regions to report")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
+    g.add_argument("--max-pixels", type=int, metavar="N",
+                   help="largest image to decode, in pixels (default: Pillow's ~89 MP "
+                        "decompression-bomb guard; with --server the server's DF_MAX_PIXELS)")
     r = p.add_argument_group("rendering")
     r.add_argument("--colormap", help="magma, viridis, inferno, ... (any cmap name)")
     r.add_argument("--vmin", type=float)
     r.add_argument("--vmax", type=float)
     r.add_argument("--percentile", type=float, help="vmax = this percentile of the map")
     r.add_argument("--colorbar", action="store_true", help="draw a colorbar beside the map")
+
+
+def limits_from_args(args: argparse.Namespace) -> Limits | None:
+    """``--max-pixels`` as the decoder's limits (None: Pillow's guard)."""
+    from core.images import Limits
+
+    n = getattr(args, "max_pixels", None)
+    if n is None:
+        return None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--max-pixels must be at least 1, got {n}")
+    return Limits(max_pixels=n)
 
 
 def config_from_args(args: argparse.Namespace) -> PipelineConfig:

@@ -155,8 +155,9 @@ def open_header(src: Any, limits: Limits | None = None, what: str = "image") -> 
     if cap is None and guard is not None and w * h > guard:
         img.close()
         raise InputError(f"{what}: {w}x{h} = {w * h} pixels exceeds Pillow's limit of {guard}: "
-                         "refused as a decompression bomb (a pixel limit of the caller's "
-                         "allows more)", limit="max_pixels")
+                         "refused as a decompression bomb (a larger pixel limit allows it: "
+                         "Limits(max_pixels=...) in Python, --max-pixels in the CLI, "
+                         "DF_MAX_PIXELS in the service)", limit="max_pixels")
     return img
 
 

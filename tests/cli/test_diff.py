@@ -64,6 +64,17 @@ def test_invalid_pipeline_exits_2_naming_the_field(pair, capsys) -> None:
     assert "pre_processor.factor" in err
 
 
+def test_max_pixels_sets_the_decoders_limit(pair, capsys) -> None:
+    """--max-pixels is the largest image decoded (above Pillow's ~89 MP guard it lets big
+    scans through; here below the pair's 256x256, so it refuses them, naming the limit)."""
+    assert main(["diff", str(pair[0]), str(pair[1]), "-q", "--max-pixels", "60000"]) == 1
+    assert "exceeds the limit of 60000" in capsys.readouterr().err
+    assert main(["diff", str(pair[0]), str(pair[1]), "-q", "--json",
+                 "--max-pixels", "70000"]) == 0
+    assert main(["diff", str(pair[0]), str(pair[1]), "-q", "--max-pixels", "0"]) == 1
+    assert "--max-pixels must be at least 1" in capsys.readouterr().err
+
+
 def test_size_mismatch_exits_1_with_both_sizes(pair, tmp_path: Path, capsys) -> None:
     other = tmp_path / "other.png"
     Image.fromarray(np.zeros((10, 20, 3), np.uint8)).save(other)
