@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -60,6 +61,10 @@ def report(exc: Exception, known: type[Exception]) -> int:
                  for e in exc.errors()]
         print("difference-finder: invalid pipeline:\n" + "\n".join(lines), file=sys.stderr)
         return 2
+    if isinstance(exc, BrokenPipeError):  # `... --json | head`: the reader left, no error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail
+        return 1
     if isinstance(exc, (known, json.JSONDecodeError, argparse.ArgumentTypeError, OSError)):
         print(f"difference-finder: error: {exc}", file=sys.stderr)
         return 1

@@ -48,7 +48,7 @@ _ADAPTER: TypeAdapter[Any] = TypeAdapter(MetricsOption)
 
 def parse_metrics(text: str | bytes | None) -> str | bool | list[str]:
     """A form's ``metrics`` part: JSON (``["ssim", "psnr"]``, ``true``, ``"auto"``) or plain
-    comma-separated names (``ssim,psnr``, ``auto``); missing or empty is ``"auto"``."""
+    comma-separated names (``ssim,psnr``, ``auto``, ``none``); missing or empty is ``"auto"``."""
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     text = (text or "").strip()
@@ -57,7 +57,8 @@ def parse_metrics(text: str | bytes | None) -> str | bool | list[str]:
     try:
         raw: Any = json.loads(text)
     except ValueError:
-        raw = "auto" if text == "auto" else [n.strip() for n in text.split(",") if n.strip()]
+        plain = {"auto": "auto", "none": False}  # as the CLI's --metrics
+        raw = plain.get(text.lower(), [n.strip() for n in text.split(",") if n.strip()])
     try:
         return _ADAPTER.validate_python(raw)
     except ValidationError as exc:

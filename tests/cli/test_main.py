@@ -57,3 +57,21 @@ def test_a_bad_service_setting_is_named_as_a_setting() -> None:
         assert out.returncode == 2, out.stderr
         assert "invalid setting" in out.stderr and f"  {name}:" in out.stderr, out.stderr
         assert text in out.stderr and "pipeline" not in out.stderr
+
+
+def test_a_reader_that_stops_early_is_not_an_error(tmp_path) -> None:
+    """``difference-finder diff ... --json | head``: no "Broken pipe" error message."""
+    import numpy as np
+    from PIL import Image
+
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / name)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "diff", str(tmp_path / "a.png"),
+                             str(tmp_path / "b.png"), "--json", "-q", "--device", "cpu"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before anything is written
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert "Broken pipe" not in err and "Traceback" not in err, err

@@ -114,6 +114,7 @@ def test_metrics_option_asks_for_scores_in_both_forms(client, pair, pair_png):
         assert as_json["metrics"][name] == pytest.approx(value, rel=1e-5)
     assert set(post_files(client, ref, cand, metrics="true").json()["metrics"]) == {"ssim"}
     assert post_files(client, ref, cand, metrics="false").json()["metrics"] == {}
+    assert post_files(client, ref, cand, metrics="none").json()["metrics"] == {}  # as the CLI
     assert set(post_files(client, ref, cand, metrics="auto").json()["metrics"]) == {"mse",
                                                                                     "psnr"}
 
