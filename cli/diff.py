@@ -60,11 +60,17 @@ def parse_metrics(text: str) -> str | bool | list[str]:
 
 
 def input_paths(args: argparse.Namespace) -> tuple[Path, Path, bool]:
-    """``(reference, candidate, both are directories)``; an error when only one is."""
+    """``(reference, candidate, both are directories)``; an error when only one is, or when
+    a single pair's ``-o`` does not name a PNG."""
     from core.images import directory_pair
 
     a, b = Path(args.reference), Path(args.candidate)
-    return a, b, directory_pair(a, b)
+    directories = directory_pair(a, b)
+    if not directories and args.output and Path(args.output).suffix.lower() != ".png":
+        # checked before any work (a .jpg name used to get PNG bytes)
+        raise argparse.ArgumentTypeError(
+            f"-o {args.output}: heatmaps are PNG files; give a name ending in .png")
+    return a, b, directories
 
 
 #: zlib level of heatmap PNGs: level 1 is several times faster than Pillow's default 6

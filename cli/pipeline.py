@@ -41,7 +41,10 @@ def load_config(text: str | None) -> dict[str, Any]:
         return {}
     if text.startswith("@"):
         text = Path(text[1:]).read_text()
-    data = json.loads(text)
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--config is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise argparse.ArgumentTypeError("--config must be a JSON object")
     return data

@@ -271,8 +271,9 @@ COMPARE_FORM = MultipartForm(
     files=(FileField("reference", "the reference image file"),
            FileField("candidates", "candidate image files: repeat the field, in order",
                      max_count=MAX_CANDIDATES)),
-    texts=(TextField("labels", "a JSON list of strings, one label per candidate (default: "
-                     "the files' names)", media_type="application/json"),
+    texts=(TextField("labels", "one label per candidate: a JSON list of strings, or plain "
+                     "comma-separated (ours,baseline); default: the files' names",
+                     media_type="application/json"),
            TextField("baseline", "one of the labels"), _CONFIG_PART),
     max_files=MAX_CANDIDATES + 4, max_fields=8,
     example_summary="a reference, two candidates, a baseline",

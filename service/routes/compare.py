@@ -57,8 +57,16 @@ def default_labels(names: Sequence[str | None]) -> list[str]:
 
 
 def _labels(text: str | bytes) -> list[str]:
+    """A JSON list of labels, or plain comma-separated ones (``ours,baseline``, as the
+    CLI's ``--labels``)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    plain = not text.lstrip().startswith("[")
     try:
-        return TypeAdapter(list[Label]).validate_json(text)
+        adapter = TypeAdapter(list[Label])
+        if plain:
+            return adapter.validate_python([t.strip() for t in text.split(",")])
+        return adapter.validate_json(text)
     except ValidationError as exc:
         raise validation_error(exc, ("labels",)) from None
 

@@ -75,6 +75,14 @@ def test_max_pixels_sets_the_decoders_limit(pair, capsys) -> None:
     assert "--max-pixels must be at least 1" in capsys.readouterr().err
 
 
+def test_output_must_name_a_png_and_config_must_be_json(pair, tmp_path: Path, capsys) -> None:
+    assert main(["diff", str(pair[0]), str(pair[1]), "-q", "-o", str(tmp_path / "m.jpg")]) == 1
+    assert "give a name ending in .png" in capsys.readouterr().err
+    assert not (tmp_path / "m.jpg").exists()
+    assert main(["diff", str(pair[0]), str(pair[1]), "-q", "--config", "{bad"]) == 1
+    assert "--config is not valid JSON" in capsys.readouterr().err
+
+
 def test_size_mismatch_exits_1_with_both_sizes(pair, tmp_path: Path, capsys) -> None:
     other = tmp_path / "other.png"
     Image.fromarray(np.zeros((10, 20, 3), np.uint8)).save(other)

@@ -120,6 +120,13 @@ def test_multipart_matches_core(client, files, expected) -> None:
     assert raw["improvement"][0]["improved_fraction"] > 0.9
 
 
+def test_plain_comma_separated_labels_as_the_cli(client, files, expected) -> None:
+    r = post_multipart(client, files, names=("noisy", "ours"), labels="noisy, ours",
+                       baseline="noisy")
+    assert r.status_code == 200, r.text
+    check_against_core(r.json(), expected)
+
+
 def test_json_with_base64_matches_multipart(client, files, expected) -> None:
     r = client.post("/v1/compare", json={
         "reference": {"data": b64(files["ref"])},
@@ -232,7 +239,8 @@ def test_mismatched_sizes_name_the_candidate(client, files) -> None:
 
 
 @pytest.mark.parametrize(("data", "pointer", "text"), [
-    ({"labels": "not json"}, "#/labels", "Invalid JSON"),
+    ({"labels": "[not json"}, "#/labels", "Invalid JSON"),
+    ({"labels": "a, "}, "#/labels/1", "at least 1 character"),
     ({"labels": json.dumps(["a", ""])}, "#/labels/1", "at least 1 character"),
     ({"config": json.dumps({"metric": {"name": "ssim", "win_size": 4}})},
      "#/config/metric/win_size", "odd"),
@@ -245,6 +253,8 @@ def test_invalid_fields_are_problems_with_pointers(client, files, data, pointer,
 
 @pytest.mark.parametrize(("data", "detail"), [
     ({"labels": json.dumps(["only one"])}, "1 label(s) given for 2 candidate(s)"),
+    ({"labels": "only one"}, "1 label(s) given for 2 candidate(s)"),
+    ({"labels": "a,a"}, "labels must be unique; repeated: a"),
     ({"labels": json.dumps(["a", "a"])}, "labels must be unique; repeated: a"),
     ({"baseline": "nobody"}, "baseline 'nobody' is not one of the labels: noisy, ours"),
 ])
