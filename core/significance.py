@@ -5,7 +5,9 @@ residual explains. First the pair's image-wide linear filter (blur, resampling, 
 gain and offset: a small kernel per colour channel, fitted robustly on the pair) and tone curve
 are explained; the rest (in an opponent colour space, so a hue change counts) is normalised by
 a noise level fitted on the pair itself: medians of |residual| in bins of local texture (codec
-and resampling residue is larger on edges than on flat areas).
+and resampling residue is larger on edges than on flat areas), leaving out pixels where the
+candidate is flat and the reference is not (a solid fill: its own pixels would be the
+flattest bins' noise, and it would show as its outline).
 The normalised residual is then integrated over neighbourhoods of an avg-pool pyramid (sigma
 ~2 to ~16 px; four levels by default, a fifth changed nothing on the tuning half): its mean
 (zero-mean residue cancels, a real change does not) and its mean
@@ -96,24 +98,31 @@ def _texture(x: torch.Tensor, reach: int) -> torch.Tensor:
     return _blur(g)
 
 
-def _pair_texture(a: torch.Tensor, b: torch.Tensor, reach: int, mode: str) -> torch.Tensor:
+def _pair_texture(a: torch.Tensor, b: torch.Tensor, reach: int, mode: str
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The texture key of a pair (``mode``: min, ref or geomean of the two), in bands of rows
-    on the CPU (cache-sized temporaries, none full-size; the halo makes bands exact)."""
+    on the CPU (cache-sized temporaries, none full-size; the halo makes bands exact); with
+    ``min``, also where the candidate is flat and the reference is not (N, 1, H, W): a solid
+    fill, whose own pixels would otherwise make up the flattest bins' noise."""
     h = a.shape[-2]
     halo = reach + 2  # gradient (1 row) + max filter (reach) + blur (1)
     rows = 8 * band_rows(a, halo)
     out = torch.empty_like(a) if rows < h else None
+    flat = torch.zeros_like(a[:, :1], dtype=torch.bool) if mode == "min" else None
     for i in range(0, h, rows):
         lo, hi = max(0, i - halo), min(h, i + rows + halo)
         tt = _texture(a[..., lo:hi, :], reach)
         if mode != "ref":
             tb = _texture(b[..., lo:hi, :], reach)
+            if flat is not None:
+                band = ((tb == 0) & (tt > 0)).any(dim=1, keepdim=True)
+                flat[..., i : i + rows, :] = band[..., i - lo : i - lo + rows, :]
             tt = torch.minimum(tt, tb, out=tt) if mode == "min" else tt.mul_(tb).sqrt_()
         if out is None:
-            return tt
+            return tt, flat
         out[..., i : i + rows, :] = tt[..., i - lo : i - lo + rows, :]
     assert out is not None
-    return out
+    return out, flat
 
 
 def _sample(x: torch.Tensor) -> torch.Tensor:
@@ -149,11 +158,17 @@ class BinnedCurves:
     a uniform grid of _LUT cells over the bin centres: shared by every curve fitted against
     the same key, so a curve costs one small sort and two gathers, not a full-size search."""
 
-    def __init__(self, key: torch.Tensor, bins: int) -> None:
+    def __init__(self, key: torch.Tensor, bins: int, exclude: torch.Tensor | None = None
+                 ) -> None:
         n, kk = key.shape[:2]
         ks = _sample(key)
-        self.b = b = max(1, min(bins, ks.shape[-1] // 8))
-        self.per = per = ks.shape[-1] // b
+        valid = ks.shape[-1]
+        if exclude is not None:  # pixels left out of the fit (still looked up): sorted last
+            ex = _sample(exclude.expand_as(key))
+            valid = max(1, int((~ex).sum(-1).min()))  # one sample's channels share the mask
+            ks = ks.masked_fill(ex, float("inf"))
+        self.b = b = max(1, min(bins, valid // 8))
+        self.per = per = valid // b
         self.order = argsort_last(ks)[..., : per * b].to(key.device)
         ksort = ks.gather(2, self.order).view(n, kk, b, per)
         self.centres = ksort[..., (per - 1) // 2].contiguous()  # (N, Kk, B), the bin medians
@@ -338,7 +353,14 @@ def significance_map(
     floor: float = 0.002, gain: float = 1.5, tone: bool = True, reach: int = 2,
     tail: bool = True, border: int = 2, texture: str = "min", kernel: int = 2,
 ) -> torch.Tensor:
-    """The calibrated map (N, 1, H, W) of an (N, C, H, W) pair; see the module docstring."""
+    """The calibrated map (N, 1, H, W) of an (N, C, H, W) pair; see the module docstring.
+    Each sample on its own: its statistics (bins, pixels left out of the noise fit) are its
+    own, so a batch gives exactly the maps of its pairs one by one."""
+    if ref.shape[0] > 1:
+        return torch.cat([significance_map(
+            ref[i : i + 1], cand[i : i + 1], levels=levels, bins=bins, floor=floor, gain=gain,
+            tone=tone, reach=reach, tail=tail, border=border, texture=texture, kernel=kernel)
+            for i in range(ref.shape[0])])
     h, w = ref.shape[-2:]
     a, b = ref.float(), cand.float()
     if min(h, w) >= 2:  # the base grid: 2x2 means (edits of interest are >= 8 px)
@@ -352,15 +374,16 @@ def significance_map(
     if tone:  # then an image-wide tone change (and clipping at black or white)
         d = d.sub_(BinnedCurves(a[:, :1], max(1, bins // 2)).curve(d, spread=False))
     k = a.shape[1]
-    tt = _pair_texture(a, b, reach, texture)
+    tt, flat = _pair_texture(a, b, reach, texture)
     if border and min(tt.shape[-2:]) > 2 * border:  # filters pad differently at the borders
         top = tt.amax(dim=(-2, -1), keepdim=True)
         for dim in (-2, -1):
             for side in (tt.narrow(dim, 0, border), tt.narrow(dim, tt.shape[dim] - border, border)):
                 side.copy_(top.expand_as(side))
     t = tt.add_(1e-10).log_()
-    z0 = d.div_(BinnedCurves(t, bins).curve(d, spread=True).clamp_min(floor))
+    z0 = d.div_(BinnedCurves(t, bins, flat).curve(d, spread=True).clamp_min(floor))
     pix = torch.cat([z0, z0.abs().mean(dim=1, keepdim=True), t[:, :1]], dim=1)
+    flat_share = flat.float() if flat is not None else None  # pooled with the levels
     abs_sd = _ABS_SD / k**0.5
     base = pix.shape[-2:]
     out: torch.Tensor | None = None
@@ -369,8 +392,10 @@ def significance_map(
             break
         if level:
             pix = pool2(pix)
+            flat_share = pool2(flat_share) if flat_share is not None else None
         s = _blur(pix[:, : k + 1])
-        fit = BinnedCurves(pix[:, k + 1 :], bins)  # one texture key per level, for all its curves
+        exclude = flat_share > 0.5 if flat_share is not None else None
+        fit = BinnedCurves(pix[:, k + 1 :], bins, exclude)  # one key per level: all its curves
         white = _BLUR_GAIN / 2.0**level  # sd of this level's map for white unit noise
         # each level's spread, as a function of texture, measured on the pair
         sm = s[:, :k] / fit.curve(s[:, :k], spread=True, tail=tail).clamp_min(white)

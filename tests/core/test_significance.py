@@ -401,3 +401,37 @@ def test_a_pasted_patch_is_one_region_covering_it(astronaut: np.ndarray,
     regions = _regions(astronaut, cand)
     assert len(regions) == 1
     assert _box_iou(regions[0], (300, 100, 60, 60)) > 0.85
+
+
+@pytest.mark.parametrize("side", [40, 200])
+def test_a_large_solid_fill_is_found_whole_not_as_its_outline(astronaut: np.ndarray,
+                                                              side: int) -> None:
+    """A solid colour over a textured area is flat in the candidate: its own pixels used to
+    make up the flattest bins' noise, so a 200x200 fill stood out only at its outline (19%
+    of it above the core threshold, a ring of an area for a mask). Left out of the noise
+    fit, the whole fill stands out, and its region's area is the fill's."""
+    cand = astronaut.copy()
+    cand[100 : 100 + side, 150 : 150 + side] = (255, 0, 0)
+    m = Finder(device="cpu").run(astronaut, cand)
+    inside = m[100 : 100 + side, 150 : 150 + side]
+    assert (inside > RegionsConfig().high).mean() > 0.95
+    [region] = _regions(astronaut, cand)
+    assert _box_iou(region, (150, 100, side, side)) > 0.9
+    assert region.area >= 0.95 * side * side
+
+
+def test_binned_curves_leave_excluded_pixels_out_of_the_fit() -> None:
+    """Excluded pixels are looked up on the curve but do not shape it: the same curve as
+    fitting the other pixels alone."""
+    from core.significance import BinnedCurves
+
+    gen = torch.Generator().manual_seed(3)
+    key = torch.randn(1, 1, 128, 128, generator=gen)
+    val = torch.randn(1, 1, 128, 128, generator=gen) * 0.01
+    exclude = torch.zeros_like(key, dtype=torch.bool)
+    exclude[..., :64, :] = True
+    val[..., :64, :] += 5.0  # an edit: would dominate every bin it is part of
+    fitted = BinnedCurves(key, 8, exclude).curve(val, spread=True)
+    assert float(fitted.max()) < 0.05  # the edit's residue is not taken for noise
+    plain = BinnedCurves(key, 8).curve(val, spread=True)
+    assert float(plain.max()) > 1.0
