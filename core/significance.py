@@ -375,6 +375,7 @@ def significance_map(
         d = d.sub_(BinnedCurves(a[:, :1], max(1, bins // 2)).curve(d, spread=False))
     k = a.shape[1]
     tt, flat = _pair_texture(a, b, reach, texture)
+    flat = flat if flat is not None and bool(flat.any()) else None  # usually nothing
     if border and min(tt.shape[-2:]) > 2 * border:  # filters pad differently at the borders
         top = tt.amax(dim=(-2, -1), keepdim=True)
         for dim in (-2, -1):
