@@ -52,7 +52,7 @@ def describe(state: ServiceState) -> dict[str, Any]:
                    "max_pixels": s.max_pixels, "max_side": s.max_side,
                    "request_timeout_s": s.request_timeout},
         "memory": memory(state),
-        "default_config": PipelineConfig().resolved(mode="json"),
+        "default_config": PipelineConfig().model_dump(mode="json"),
     }
 
 
