@@ -180,8 +180,7 @@ class PipelineConfig(BaseModel):
         ``metric`` when nothing uses it (a metric-free strategy, the metric not named), so
         an echoed config posted back gives the same answer (a present metric is a named
         one: its score would be computed). ``dump``: model_dump's options."""
-        uses = STRATEGIES.get(self.strategy["name"]).meta.get("uses_metric")
-        unused = not uses and "metric" not in self.model_fields_set
+        unused = not self.uses_metric and "metric" not in self.model_fields_set
         return self.model_dump(exclude={"metric"} if unused else None, **dump)
 
     def chosen(self, **dump: Any) -> dict[str, Any]:
@@ -201,6 +200,12 @@ class PipelineConfig(BaseModel):
     def post_processors(self) -> list[dict[str, Any]]:
         pp = self.post_processor
         return pp if isinstance(pp, list) else [pp]
+
+    @property
+    def uses_metric(self) -> bool:
+        """Whether the strategy computes with its metric (gradient, map); a metric-free one
+        (significance, difference) scores with it only when it is named."""
+        return bool(STRATEGIES.get(self.strategy["name"]).meta.get("uses_metric"))
 
     @property
     def uses_lpips(self) -> bool:

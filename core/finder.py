@@ -92,9 +92,8 @@ def score_names(config: PipelineConfig, metrics: Scores = "auto") -> list[str]:
     if metrics is True:
         return [metric]
     if metrics == "auto":
-        free = bool(STRATEGIES.get(config.strategy["name"]).meta.get("uses_metric"))
         named = "metric" in config.model_fields_set
-        if free or named or not METRICS.get(metric).meta.get("costly"):
+        if config.uses_metric or named or not METRICS.get(metric).meta.get("costly"):
             return [metric]
         return list(CHEAP_SCORES)
     if isinstance(metrics, str):

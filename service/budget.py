@@ -39,7 +39,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import STRATEGIES, PipelineConfig
+from core import PipelineConfig
 from core.finder import CHEAP_SCORES, Scores, score_names
 from core.images import Limits, open_header
 
@@ -101,7 +101,7 @@ def factor_for(config: PipelineConfig | None, route: str = "diff",
                                                                    FACTORS["compare/ssim"])
         return found * MARGIN
     strategy = config.strategy["name"]
-    uses = [metric] if STRATEGIES.get(strategy).meta.get("uses_metric") else []
+    uses = [metric] if config.uses_metric else []  # computed whatever the scores
     names = list(dict.fromkeys(uses + score_names(config, metrics))) or [CHEAP_SCORES[0]]
     if "lpips" in names:
         return LPIPS_FACTOR * MARGIN
