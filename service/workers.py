@@ -2,7 +2,9 @@
 
 Requests are *admitted* first (a counter capped at ``queue_size`` plus one per worker,
 checked before the body is read: 503 with Retry-After at once when full), then decoded,
-then handed to the least-loaded worker. The event loop only awaits futures; a job
+then queued on the least-loaded device's lane: the workers of one device (several on the
+CPU) take jobs from one shared queue, so a job never waits behind a slow one while another
+worker of its device idles. The event loop only awaits futures; a job
 whose waiter gave up (deadline, client gone) is skipped by its worker, and a running one
 stops at its next pipeline step (the compute function passes :func:`cancel_check` to
 core). A request whose predictable wait (requests ahead per worker x the recent median
@@ -122,24 +124,38 @@ def lower_priority(increment: int) -> None:
         log.warning("could not lower the worker's priority: %s", exc)
 
 
-class Worker:
-    """A thread owning one device; runs jobs from its own queue in order."""
+class Lane:
+    """The jobs of one device, in order, shared by its workers (whichever is free first
+    takes the next): one FIFO per device, not per worker."""
 
-    def __init__(self, pool: WorkerPool, device: torch.device, index: int) -> None:
-        self.pool = pool
+    def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.index = index
         self.jobs: queue.SimpleQueue[Job[Any] | None] = queue.SimpleQueue()
         self.pending = 0  # queued, not started (guarded by pool.lock)
+        self.workers: list[Worker] = []
+
+    @property
+    def load(self) -> float:
+        """Queued and running jobs per ready worker (all workers while none is ready)."""
+        ready = sum(w.ready.is_set() for w in self.workers)
+        busy = sum(w.busy for w in self.workers)
+        return (self.pending + busy) / (ready or len(self.workers) or 1)
+
+
+class Worker:
+    """A thread owning one device; runs jobs from its device's lane in order."""
+
+    def __init__(self, pool: WorkerPool, lane: Lane, index: int) -> None:
+        self.pool = pool
+        self.lane = lane
+        self.device = lane.device
+        self.index = index
+        lane.workers.append(self)
         self.busy = False
         self.ready = threading.Event()
         self.warmup_error: str | None = None
-        self.thread = threading.Thread(target=self._run, name=f"df-worker-{index}-{device}",
+        self.thread = threading.Thread(target=self._run, name=f"df-worker-{index}-{self.device}",
                                        daemon=True)
-
-    @property
-    def load(self) -> int:
-        return self.pending + int(self.busy)
 
     def _configure(self) -> None:
         if self.device.type == "cpu":
@@ -161,7 +177,8 @@ class Worker:
             self.pool._worker_ready()
         while True:
             try:  # after work, wait at most IDLE_TRIM_S before giving freed memory back
-                job = self.jobs.get(timeout=IDLE_TRIM_S if self.pool.unreleased else None)
+                job = self.lane.jobs.get(timeout=IDLE_TRIM_S if self.pool.unreleased
+                                         else None)
             except queue.Empty:
                 self.pool.release_if_idle()
                 continue
@@ -187,7 +204,7 @@ class Worker:
     def _run_job(self, job: Job[Any]) -> None:
         pool, m = self.pool, self.pool.metrics
         with pool.lock:
-            self.pending -= 1
+            self.lane.pending -= 1
             self.busy = not job.abandoned
         m.queue_depth.dec()
         if job.abandoned:
@@ -262,7 +279,11 @@ class WorkerPool:
         self.nice = nice
         self.warmup = warmup
         self.lock = threading.Lock()
-        self.workers = [Worker(self, d, i) for i, d in enumerate(devices)]
+        lanes: dict[str, Lane] = {}
+        for d in devices:
+            lanes.setdefault(str(d), Lane(d))
+        self.lanes = list(lanes.values())
+        self.workers = [Worker(self, lanes[str(d)], i) for i, d in enumerate(devices)]
         self.capacity = queue_size + len(self.workers)
         self.admitted = 0
         self._job_seconds = 1.0  # moving average, for Retry-After
@@ -291,7 +312,7 @@ class WorkerPool:
         running: a trim holds the allocator's lock (tens of ms for GBs), so it waits for a
         quiet spell (IDLE_TRIM_S) rather than running between two jobs of a burst."""
         with self.lock:
-            if not self.unreleased or any(w.load for w in self.workers):
+            if not self.unreleased or self._in_flight():
                 return
             self.unreleased = False
         release_freed_memory()
@@ -305,8 +326,8 @@ class WorkerPool:
         """Finish queued jobs, stop the threads; True if all stopped within ``timeout``."""
         self.closing = True
         self.metrics.ready.set(0)
-        for w in self.workers:
-            w.jobs.put(None)
+        for w in self.workers:  # one stop each, after the jobs already queued
+            w.lane.jobs.put(None)
         end = time.monotonic() + timeout
         for w in self.workers:
             if w.thread.is_alive():
@@ -318,7 +339,7 @@ class WorkerPool:
     def retry_after(self) -> int:
         """Seconds until a place is likely free: queued work over the worker count."""
         with self.lock:
-            waiting = sum(w.load for w in self.workers) + 1
+            waiting = self._in_flight() + 1
             est = self._job_seconds * waiting / len(self.workers)
         return int(min(60, max(1, math.ceil(est))))
 
@@ -363,12 +384,17 @@ class WorkerPool:
 
     # -- dispatch ---------------------------------------------------------------------
 
-    def _pick(self) -> Worker:
-        """The least-loaded worker (ready ones first); ties go round-robin."""
-        n = len(self.workers)
-        order = [self.workers[(self._next + i) % n] for i in range(n)]
+    def _in_flight(self) -> int:
+        """Jobs queued or running (under ``self.lock``)."""
+        return sum(lane.pending for lane in self.lanes) + sum(w.busy for w in self.workers)
+
+    def _pick(self) -> Lane:
+        """The least-loaded lane (with a ready worker first); ties go round-robin."""
+        n = len(self.lanes)
+        order = [self.lanes[(self._next + i) % n] for i in range(n)]
         self._next = (self._next + 1) % n
-        return min(order, key=lambda w: (not w.ready.is_set(), w.load))
+        return min(order, key=lambda lane: (not any(w.ready.is_set() for w in lane.workers),
+                                            lane.load))
 
     async def run(self, fn: Callable[[torch.device], T], *, deadline: float,
                   disconnected: Callable[[], Awaitable[Any]] | None = None,
@@ -388,15 +414,15 @@ class WorkerPool:
         loop = asyncio.get_running_loop()
         job: Job[T] = Job(fn, deadline, loop, loop.create_future())
         with self.lock:
-            worker = self._pick()
-        budget = self.device_budgets.get(str(worker.device))
+            lane = self._pick()
+        budget = self.device_budgets.get(str(lane.device))
         if budget is not None and memory:
             budget.reserve(memory, self.retry_after())
             job.device_bytes = memory
         with self.lock:
-            worker.pending += 1
+            lane.pending += 1
         self.metrics.queue_depth.inc()
-        worker.jobs.put(job)
+        lane.jobs.put(job)
         watcher = asyncio.ensure_future(disconnected()) if disconnected is not None else None
         waits: set[asyncio.Future[Any]] = {job.future}
         if watcher is not None:
@@ -424,5 +450,5 @@ class WorkerPool:
         with self.lock:
             return [{"device": str(w.device), "worker": w.index, "ready": w.ready.is_set(),
                      "busy": w.busy,
-                     "queued": w.pending, "warmup_error": w.warmup_error}
+                     "queued": w.lane.pending, "warmup_error": w.warmup_error}
                     for w in self.workers]

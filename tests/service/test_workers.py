@@ -62,15 +62,40 @@ def test_least_loaded_dispatch():
     async def main():
         slow = asyncio.ensure_future(pool.run(blocked, deadline=soon()))
         await asyncio.sleep(0.1)  # the first worker is now busy
-        loads = sorted(w.load for w in pool.workers)
+        busy = sorted(w.busy for w in pool.workers)
         quick = await pool.run(lambda d: threading.current_thread().name, deadline=soon())
         gate.set()
-        return await slow, quick, loads
+        return await slow, quick, busy
 
     try:
-        slow_thread, quick_thread, loads = asyncio.run(main())
-        assert loads == [0, 1]
+        slow_thread, quick_thread, busy = asyncio.run(main())
+        assert busy == [False, True]
         assert slow_thread != quick_thread  # not queued behind the busy worker
+    finally:
+        pool.shutdown(5)
+
+
+def test_a_job_never_waits_behind_a_slow_one_while_another_worker_of_its_device_idles():
+    pool = make_pool(workers=2)
+    slow_gate, brief_gate = threading.Event(), threading.Event()
+
+    async def main():
+        slow = asyncio.ensure_future(pool.run(lambda d: slow_gate.wait(10), deadline=soon()))
+        brief = asyncio.ensure_future(pool.run(lambda d: brief_gate.wait(10), deadline=soon()))
+        await asyncio.sleep(0.1)  # both workers busy: the next two jobs queue
+        queued = [asyncio.ensure_future(pool.run(lambda d: threading.current_thread().name,
+                                                 deadline=soon())) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        brief_gate.set()  # one worker is free again; the other stays on the slow job
+        done, _ = await asyncio.wait(queued, timeout=2)
+        slow_gate.set()
+        await asyncio.gather(slow, brief, *queued)
+        return len(done), {q.result() for q in queued}
+
+    try:
+        finished, threads = asyncio.run(main())
+        assert finished == 2  # both ran on the free worker, neither behind the slow job
+        assert len(threads) == 1
     finally:
         pool.shutdown(5)
 
