@@ -36,16 +36,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report(exc, DifferenceFinderError)
 
 
-def _setting_name(loc: tuple[object, ...]) -> str:
-    """``DF_X`` (and the path inside a JSON setting) of a Settings error's location; a loc
-    that already is an environment name (an alias such as ``DF_LABEL_STUDIO_URL``) as is."""
-    if not loc:
-        return "DF_?"
-    name = str(loc[0]).upper()
-    inner = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
-    return (name if name.startswith(("DF_", "LABEL_STUDIO_")) else f"DF_{name}") + inner
-
-
 def report(exc: Exception, known: type[Exception]) -> int:
     """Print an error the user can fix and return its exit status (2 for an invalid
     pipeline, 1 otherwise); re-raise any other. pydantic is imported here, not with the
@@ -54,7 +44,9 @@ def report(exc: Exception, known: type[Exception]) -> int:
 
     if isinstance(exc, ValidationError):
         if exc.title == "Settings":  # the service's DF_* environment, not the pipeline
-            lines = [f"  {_setting_name(e['loc'])}: {e['msg']}" for e in exc.errors()]
+            from service.settings import setting_errors
+
+            lines = [f"  {line}" for line in setting_errors(exc)]
             print("difference-finder: invalid setting:\n" + "\n".join(lines), file=sys.stderr)
             return 2
         lines = [f"  {'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}"

@@ -28,7 +28,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["RETAIN_ENV", "configure", "release_freed_memory", "retained_memory"]
+from .errors import ConfigError
+
+__all__ = ["RETAIN_ENV", "configure", "release_freed_memory", "retain_enabled", "retained_memory"]
 
 #: set to 0 to leave the C allocator as it is
 RETAIN_ENV = "DF_RETAIN_MEMORY"
@@ -44,10 +46,23 @@ _lock = threading.Lock()
 _state = {"configured": None, "depth": 0}
 
 
+_ON, _OFF = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def retain_enabled() -> bool:
+    """``DF_RETAIN_MEMORY`` as a boolean (unset: on); anything but 1/0, true/false, yes/no,
+    on/off is a :class:`~core.errors.ConfigError` naming it, not a silent default."""
+    raw = os.environ.get(RETAIN_ENV, "1").strip().lower()
+    if raw not in _ON | _OFF:
+        raise ConfigError(f"{RETAIN_ENV}={os.environ[RETAIN_ENV]!r}: give 1 or 0 (true/false, "
+                          "yes/no, on/off)")
+    return raw in _ON
+
+
 @functools.cache
 def _glibc() -> ctypes.CDLL | None:
     """The process's C library when it is glibc (it has ``mallopt`` and ``malloc_trim``)."""
-    if os.environ.get(RETAIN_ENV, "1").strip() == "0":
+    if not retain_enabled():
         return None
     try:
         libc = ctypes.CDLL(None)  # the symbols already loaded into this process

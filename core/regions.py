@@ -141,6 +141,8 @@ def _ranked(m: np.ndarray, cfg: RegionsConfig) -> Ranked | None:
     if total <= 0:
         return None
     if cfg.threshold == "hysteresis":
+        if float(m.max()) <= cfg.high:  # no core anywhere: nothing to label (the usual
+            return None                 # answer for an identical or nuisance-only pair)
         labels, count = hysteresis_components(m, cfg.low, cfg.connectivity, cfg.relative,
                                               cfg.merge)
     else:

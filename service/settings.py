@@ -12,7 +12,7 @@ import math
 import os
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core import PipelineConfig
@@ -20,7 +20,7 @@ from core.weights import BACKBONES
 
 from .urlfetch import UrlPolicy
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "setting_errors"]
 
 _MiB = 1024 * 1024
 
@@ -124,6 +124,10 @@ class Settings(BaseSettings):
         "info", description="uvicorn log level: critical, error, warning, info, debug, trace "
         "(any case)")
     access_log: bool = Field(True, description="log one line per request")
+    retain_memory: bool = Field(
+        True, description="glibc only: large blocks come from the C heap and freed ones are "
+        "reused, not unmapped and page-faulted anew (also read by the library, core/memory.py)"
+        "; 0 leaves the allocator alone")
     memory_budget: Annotated[int, Field(ge=1)] | None = Field(
         None, description="bytes of host memory that admitted requests' working memory may "
         "take (estimated from image headers x the pipeline's measured factor); a full "
@@ -228,3 +232,19 @@ class Settings(BaseSettings):
         if self.torch_threads is not None:
             return self.torch_threads
         return max(1, ((os.cpu_count() or 1) - 1) // max(1, cpu_workers))
+
+
+def _setting_name(loc: tuple[object, ...]) -> str:
+    """``DF_X`` (and the path inside a JSON setting) of a Settings error's location; a loc
+    that already is an environment name (an alias such as ``DF_LABEL_STUDIO_URL``) as is."""
+    if not loc:
+        return "DF_?"
+    name = str(loc[0]).upper()
+    inner = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
+    return (name if name.startswith(("DF_", "LABEL_STUDIO_")) else f"DF_{name}") + inner
+
+
+def setting_errors(exc: ValidationError) -> list[str]:
+    """One line per invalid ``DF_*`` variable of a :class:`Settings` error: its name and
+    what is wrong (what the CLI and ``python -m service`` print before exiting 2)."""
+    return [f"{_setting_name(e['loc'])}: {e['msg']}" for e in exc.errors()]

@@ -63,6 +63,7 @@ def memory(state: ServiceState) -> list[dict[str, Any]]:
 
 @router.get("/v1/capabilities", tags=["info"], summary="What this server can do",
             responses=apidocs.CAPABILITIES_RESPONSES)
+@router.head("/v1/capabilities", include_in_schema=False)
 async def capabilities(state: StateDep) -> JSONResponse:
     return JSONResponse(describe(state))
 
@@ -88,6 +89,7 @@ async def readyz(state: StateDep) -> Response:
 
 @router.get("/metrics", tags=["ops"], summary="Prometheus metrics",
             responses=apidocs.METRICS_RESPONSES)
+@router.head("/metrics", include_in_schema=False)
 async def prometheus(state: StateDep) -> Response:
     for (net, device), seconds in list(MODEL_CACHE.load_seconds.items()):
         state.metrics.model_load.labels(net, device).set(seconds)

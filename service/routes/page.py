@@ -48,6 +48,7 @@ class PageFiles(StaticFiles):
 
 
 @router.get("/", include_in_schema=False)
+@router.head("/", include_in_schema=False)
 async def page() -> FileResponse:
     """The web page: upload or link images, choose the pipeline, see maps and scores."""
     return FileResponse(STATIC / "index.html", media_type=PAGE_FILES["index.html"],

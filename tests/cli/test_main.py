@@ -50,13 +50,24 @@ def test_a_bad_service_setting_is_named_as_a_setting() -> None:
     """DF_* values are validated before anything starts, each error naming its variable."""
     for name, value, text in (("DF_QUEUE_SIZE", "abc", "valid integer"),
                               ("DF_LOG_LEVEL", "verbose", "'debug'"),
-                              ("DF_LABEL_STUDIO_URL", "notaurl", "http://")):
+                              ("DF_LABEL_STUDIO_URL", "notaurl", "http://"),
+                              ("DF_RETAIN_MEMORY", "maybe", "valid boolean")):
         env = {**os.environ, "PYTHONPATH": str(ROOT), name: value}
-        out = subprocess.run([sys.executable, "-m", "cli", "serve", "--port", "0"],
-                             capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
-        assert out.returncode == 2, out.stderr
-        assert "invalid setting" in out.stderr and f"  {name}:" in out.stderr, out.stderr
-        assert text in out.stderr and "pipeline" not in out.stderr
+        for command in (["cli", "serve"], ["service"]):  # the CLI and python -m service
+            out = subprocess.run([sys.executable, "-m", *command, "--port", "0"],
+                                 capture_output=True, text=True, env=env, cwd=ROOT,
+                                 timeout=120)
+            assert out.returncode == 2, out.stderr
+            assert "invalid setting" in out.stderr and f"  {name}:" in out.stderr, out.stderr
+            assert text in out.stderr and "pipeline" not in out.stderr
+            assert "Traceback" not in out.stderr
+
+
+def test_the_library_refuses_a_retain_memory_setting_it_cannot_read() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DF_RETAIN_MEMORY": "maybe"}
+    out = subprocess.run([sys.executable, "-c", "from core import Finder; Finder()"],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert out.returncode == 1 and "ConfigError: DF_RETAIN_MEMORY='maybe'" in out.stderr
 
 
 def test_a_reader_that_stops_early_is_not_an_error(tmp_path) -> None:

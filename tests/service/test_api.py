@@ -437,12 +437,15 @@ def test_an_answers_config_posted_back_gives_the_same_answer(client, pair_png):
 
 def test_health_and_metrics(client, pair_png):
     assert client.get("/healthz").json() == {"status": "ok"}
-    for path in ("/healthz", "/readyz"):  # load balancers probe with HEAD too
-        head = client.head(path)
-        assert head.status_code == 200 and head.content == b""
+    for path in ("/healthz", "/readyz", "/v1/capabilities", "/metrics", "/"):
+        head = client.head(path)  # load balancers and link checkers probe with HEAD too
+        assert head.status_code == 200 and head.content == b"", path
+        assert head.headers["content-type"] == client.get(path).headers["content-type"]
     ready = client.get("/readyz").json()
     assert ready["status"] == "ready" and ready["workers"][0]["device"] == "cpu"
     post_files(client, *pair_png)
+    bad = client.post("/v1/diff", json={"reference": "x"})  # its own 422, whatever ran before
+    assert bad.status_code == 422
     text = client.get("/metrics").text
     assert 'df_http_requests_total{method="POST",route="/v1/diff",status="200"}' in text
     assert 'df_http_requests_total{method="POST",route="/v1/diff",status="422"}' in text
