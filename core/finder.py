@@ -56,14 +56,19 @@ CHEAP_SCORES = ("mse", "psnr")
 Scores = bool | Literal["auto"] | Sequence[str]
 
 
+_DEVICE_TYPES = ("cpu", "cuda", "mps")  # what the pipeline runs on
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``auto`` (or None) picks the first GPU when there is one, else the CPU."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise DeviceError(f"invalid device {device!r}: {exc}") from None
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in _DEVICE_TYPES:
+        raise DeviceError(f"invalid device {device!r}: give auto, cpu, cuda, cuda:N or mps")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise DeviceError(f"device {device!r} requested but CUDA is not available here")

@@ -228,6 +228,8 @@ def _encode(image: ImageInput, what: str) -> tuple[str, bytes]:
     """An image input as ``(file name, encoded bytes)``."""
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
+        if not path.is_file():  # named as the library names it, not as a raw errno
+            raise FileNotFoundError(f"{path}: no such file")
         return path.name, path.read_bytes()
     if isinstance(image, (bytes, bytearray, memoryview)):
         return f"{what}.bin", bytes(image)

@@ -252,6 +252,15 @@ def test_diff_from_paths_decodes_the_map(svc, tmp_path):
     assert svc.state.calls[-1]["config"] == {"metric": "ssim"}
 
 
+def test_a_missing_file_is_named_before_anything_is_sent(svc, tmp_path):
+    Image.fromarray(_images(0)[0]).save(tmp_path / "a.png")
+    sent = len(svc.state.calls)
+    with Client(svc.state.url) as c, pytest.raises(FileNotFoundError) as info:
+        c.diff(tmp_path / "a.png", tmp_path / "missing.png")
+    assert str(info.value) == f"{tmp_path / 'missing.png'}: no such file"
+    assert len(svc.state.calls) == sent
+
+
 def test_diff_from_arrays_bytes_pil_and_pipeline_config(svc):
     from core import PipelineConfig
 

@@ -312,6 +312,12 @@ def test_resolve_devices():
 
         with pytest.raises(DeviceError, match="CUDA is not available"):
             resolve_devices(["cuda:0"])
+    from core import DeviceError
+
+    for name in ("gpu", "meta", "cuda:x"):  # named with what to give instead
+        with pytest.raises(DeviceError, match="give auto, cpu, cuda, cuda:N or mps") as info:
+            resolve_devices([name])
+        assert "Expected one of" not in str(info.value)
 
 
 def test_freed_memory_goes_back_once_after_a_quiet_spell_not_between_jobs(monkeypatch):
