@@ -90,14 +90,38 @@ NO_DIFFERENCE = "no significant difference found"
 NOT_COMPUTED = "regions not computed"
 
 
-def regions_summary(regions: list[Region], computed: bool = True) -> str:
+#: below this PSNR (dB; an RMS difference over 10% of the range) a pair without regions is
+#: said to differ image-wide: a map calibrated on the pair's own residual shows local spots
+#: only, and "no significant difference" would mislead for a replaced or blanked image
+IMAGE_WIDE_PSNR = 20.0
+
+
+def _psnr(metrics: Mapping[str, float] | None) -> float | None:
+    """The pair's PSNR (dB) from its scores: PSNR itself, else from MSE (data range 1)."""
+    if not metrics:
+        return None
+    if "psnr" in metrics:
+        return float(metrics["psnr"])
+    if "mse" in metrics:
+        mse = float(metrics["mse"])
+        return math.inf if mse <= 0 else -10.0 * math.log10(mse)
+    return None
+
+
+def regions_summary(regions: list[Region], computed: bool = True,
+                    metrics: Mapping[str, float] | None = None) -> str:
     """One plain sentence about the regions: :data:`NO_DIFFERENCE` when there are none,
     else their count ("2 significant regions"; "3 regions" when they carry no significance,
     as percentile, Otsu and top-k regions do); :data:`NOT_COMPUTED` when none were looked
-    for (an absence of regions then says nothing about the pair)."""
+    for (an absence of regions then says nothing about the pair). Without regions but with
+    a PSNR (or MSE) under :data:`IMAGE_WIDE_PSNR`, that the images differ image-wide."""
     if not computed:
         return NOT_COMPUTED
     if not regions:
+        psnr = _psnr(metrics)
+        if psnr is not None and psnr < IMAGE_WIDE_PSNR:
+            return (f"no local difference stands out, but the images differ image-wide "
+                    f"(PSNR {psnr:.1f} dB)")
         return NO_DIFFERENCE
     n = len(regions)
     kind = "significant " if all(r.significance is not None for r in regions) else ""
@@ -117,7 +141,7 @@ class PairResult:
     @property
     def summary(self) -> str:
         """:func:`regions_summary` of the regions ("no significant difference found")."""
-        return regions_summary(self.regions, self.regions_computed)
+        return regions_summary(self.regions, self.regions_computed, self.metrics)
 
     def to_dict(self, *, timing_digits: int = 2) -> dict[str, Any]:
         """``shape``, ``metrics``, ``regions``, ``summary`` and ``timing_ms`` (rounded),
@@ -146,7 +170,7 @@ class CandidateResult:
     @property
     def summary(self) -> str:
         """:func:`regions_summary` of the regions ("no significant difference found")."""
-        return regions_summary(self.regions, self.regions_computed)
+        return regions_summary(self.regions, self.regions_computed, self.metrics)
 
     def to_dict(self) -> dict[str, Any]:
         """``label``, ``shape``, ``metrics``, ``skipped``, ``regions`` and ``summary``,

@@ -80,3 +80,22 @@ def test_regions_summary_says_plainly_what_was_found() -> None:
     assert regions_summary([sig]) == "1 significant region"
     assert regions_summary([sig, sig]) == "2 significant regions"
     assert regions_summary([plain, plain, plain]) == "3 regions"  # percentile / Otsu / top-k
+    # no region, yet everything differs (a replaced or blanked image): said, not hidden
+    wide = "no local difference stands out, but the images differ image-wide (PSNR 8.5 dB)"
+    assert regions_summary([], metrics={"psnr": 8.53, "mse": 0.14}) == wide
+    assert regions_summary([], metrics={"mse": 0.1}).endswith("(PSNR 10.0 dB)")
+    assert regions_summary([], metrics={"psnr": 35.0}) == NO_DIFFERENCE
+    assert regions_summary([], metrics={"mse": 0.0}) == NO_DIFFERENCE
+    assert regions_summary([sig], metrics={"psnr": 8.0}) == "1 significant region"
+
+
+def test_an_unrelated_photo_is_not_called_no_difference() -> None:
+    from skimage import data
+
+    from core import Finder
+
+    ref, other = data.astronaut()[:256, :256], data.coffee()[:256, :256]
+    got = Finder().analyze(ref, other)[0]
+    assert got.summary != NO_DIFFERENCE and "image-wide" in got.summary
+    same = Finder().analyze(ref, ref.copy())[0]
+    assert same.summary == NO_DIFFERENCE
