@@ -42,13 +42,15 @@ def report(exc: Exception, known: type[Exception]) -> int:
     parser, so ``--help`` stays light."""
     from pydantic import ValidationError
 
-    if isinstance(exc, ValidationError):
-        if exc.title == "Settings":  # the service's DF_* environment, not the pipeline
-            from service.settings import setting_errors
+    if type(exc).__name__ in ("ValidationError", "SettingsError"):
+        from service.settings import setting_errors  # the service's DF_* environment
 
-            lines = [f"  {line}" for line in setting_errors(exc)]
+        settings = setting_errors(exc)
+        if settings is not None:
+            lines = [f"  {line}" for line in settings]
             print("difference-finder: invalid setting:\n" + "\n".join(lines), file=sys.stderr)
             return 2
+    if isinstance(exc, ValidationError):
         lines = [f"  {'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}"
                  for e in exc.errors()]
         print("difference-finder: invalid pipeline:\n" + "\n".join(lines), file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pydantic import ValidationError
+from core.errors import DifferenceFinderError
 
 from .server import serve
 from .settings import setting_errors
@@ -18,10 +18,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         serve(args.host, args.port)
-    except ValidationError as exc:
-        if exc.title != "Settings":
+    except DifferenceFinderError as exc:  # e.g. DF_DEVICES names a device not here
+        print(f"python -m service: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except Exception as exc:
+        errors = setting_errors(exc)
+        if errors is None:
             raise
-        lines = "\n".join(f"  {line}" for line in setting_errors(exc))
+        lines = "\n".join(f"  {line}" for line in errors)
         print(f"python -m service: invalid setting:\n{lines}", file=sys.stderr)
         sys.exit(2)
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from core import PipelineConfig
 from core.weights import BACKBONES
@@ -244,7 +245,16 @@ def _setting_name(loc: tuple[object, ...]) -> str:
     return (name if name.startswith(("DF_", "LABEL_STUDIO_")) else f"DF_{name}") + inner
 
 
-def setting_errors(exc: ValidationError) -> list[str]:
-    """One line per invalid ``DF_*`` variable of a :class:`Settings` error: its name and
-    what is wrong (what the CLI and ``python -m service`` print before exiting 2)."""
-    return [f"{_setting_name(e['loc'])}: {e['msg']}" for e in exc.errors()]
+def setting_errors(exc: Exception) -> list[str] | None:
+    """One line per invalid ``DF_*`` variable of a :class:`Settings` error (a validation
+    error, or a value pydantic-settings could not parse, such as malformed JSON): its name
+    and what is wrong, what the CLI and ``python -m service`` print before exiting 2; None
+    for any other exception."""
+    if isinstance(exc, ValidationError) and exc.title == "Settings":
+        return [f"{_setting_name(e['loc'])}: {e['msg']}" for e in exc.errors()]
+    if isinstance(exc, SettingsError):
+        field = re.search(r'field "([^"]+)"', str(exc))
+        name = _setting_name((field.group(1),)) if field else "DF_?"
+        why = exc.__cause__
+        return [f"{name}: cannot be parsed" + (f" ({why})" if why is not None else "")]
+    return None

@@ -51,7 +51,8 @@ def test_a_bad_service_setting_is_named_as_a_setting() -> None:
     for name, value, text in (("DF_QUEUE_SIZE", "abc", "valid integer"),
                               ("DF_LOG_LEVEL", "verbose", "'debug'"),
                               ("DF_LABEL_STUDIO_URL", "notaurl", "http://"),
-                              ("DF_RETAIN_MEMORY", "maybe", "valid boolean")):
+                              ("DF_RETAIN_MEMORY", "maybe", "valid boolean"),
+                              ("DF_ANNOTATION_CONFIG", '{"strategy":', "cannot be parsed")):
         env = {**os.environ, "PYTHONPATH": str(ROOT), name: value}
         for command in (["cli", "serve"], ["service"]):  # the CLI and python -m service
             out = subprocess.run([sys.executable, "-m", *command, "--port", "0"],
@@ -61,6 +62,16 @@ def test_a_bad_service_setting_is_named_as_a_setting() -> None:
             assert "invalid setting" in out.stderr and f"  {name}:" in out.stderr, out.stderr
             assert text in out.stderr and "pipeline" not in out.stderr
             assert "Traceback" not in out.stderr
+
+
+def test_a_device_not_here_is_one_line_from_either_launcher() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DF_DEVICES": "tpu"}
+    for command in (["cli", "serve"], ["service"]):
+        out = subprocess.run([sys.executable, "-m", *command, "--port", "0"],
+                             capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+        assert out.returncode == 1, out.stderr
+        assert "invalid device 'tpu': give auto, cpu" in out.stderr
+        assert "Traceback" not in out.stderr
 
 
 def test_the_library_refuses_a_retain_memory_setting_it_cannot_read() -> None:
