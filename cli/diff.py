@@ -60,8 +60,8 @@ def parse_metrics(text: str) -> str | bool | list[str]:
 
 
 def input_paths(args: argparse.Namespace) -> tuple[Path, Path, bool]:
-    """``(reference, candidate, both are directories)``; an error when only one is, or when
-    a single pair's ``-o`` does not name a PNG."""
+    """``(reference, candidate, both are directories)``; an error when only one is, when
+    a single pair's ``-o`` does not name a PNG, or directories' ``-o`` does."""
     from core.images import directory_pair
 
     a, b = Path(args.reference), Path(args.candidate)
@@ -70,6 +70,10 @@ def input_paths(args: argparse.Namespace) -> tuple[Path, Path, bool]:
         # checked before any work (a .jpg name used to get PNG bytes)
         raise argparse.ArgumentTypeError(
             f"-o {args.output}: heatmaps are PNG files; give a name ending in .png")
+    if directories and args.output and Path(args.output).suffix.lower() == ".png":
+        # a directory named map.png would be made to hold one heatmap per pair
+        raise argparse.ArgumentTypeError(
+            f"-o {args.output}: directory input writes one heatmap per pair; give a directory")
     return a, b, directories
 
 

@@ -40,7 +40,12 @@ def load_config(text: str | None) -> dict[str, Any]:
     if not text:
         return {}
     if text.startswith("@"):
-        text = Path(text[1:]).read_text()
+        path = Path(text[1:])
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise argparse.ArgumentTypeError(
+                f"--config {text}: cannot read {path}: {exc.strerror or exc}") from None
     try:
         data = json.loads(text)
     except ValueError as exc:

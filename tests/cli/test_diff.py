@@ -81,6 +81,21 @@ def test_output_must_name_a_png_and_config_must_be_json(pair, tmp_path: Path, ca
     assert not (tmp_path / "m.jpg").exists()
     assert main(["diff", str(pair[0]), str(pair[1]), "-q", "--config", "{bad"]) == 1
     assert "--config is not valid JSON" in capsys.readouterr().err
+    missing = tmp_path / "nofile.json"
+    assert main(["diff", str(pair[0]), str(pair[1]), "-q", "--config", f"@{missing}"]) == 1
+    err = capsys.readouterr().err
+    assert f"--config @{missing}: cannot read" in err and "Errno" not in err
+
+
+def test_directories_want_a_directory_not_a_png_name(pair, tmp_path: Path, capsys) -> None:
+    refs, cands = tmp_path / "refs", tmp_path / "cands"
+    for d, src in ((refs, pair[0]), (cands, pair[1])):
+        d.mkdir()
+        (d / "x.png").write_bytes(src.read_bytes())
+    out = tmp_path / "map.png"
+    assert main(["diff", str(refs), str(cands), "-q", "-o", str(out)]) == 1
+    assert "directory input writes one heatmap per pair" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_size_mismatch_exits_1_with_both_sizes(pair, tmp_path: Path, capsys) -> None:
