@@ -106,15 +106,19 @@ class MalformedJson(ServiceProblem):
 
 
 class Unauthorized(ServiceProblem):
-    """No valid API key; ``basic``: Basic auth with the key as the password works too."""
+    """No valid API key; ``basic``: Basic auth with the key as the password works too;
+    ``given``: credentials were sent but match no key (said so, not "needs a key")."""
 
-    def __init__(self, basic: bool = False) -> None:
+    def __init__(self, basic: bool = False, given: bool = False) -> None:
         how = "'Authorization: Bearer <key>'" + (
             " or Basic auth with the key as the password (Label Studio: ML backend > Basic "
             "auth)" if basic else "")
         challenge = 'Bearer realm="difference-finder"' + (
             ', Basic realm="difference-finder"' if basic else "")
-        super().__init__(401, "unauthorized", f"this server needs an API key: send {how}",
+        detail = ("the credentials sent are not a valid API key for this server; send "
+                  f"{how} with one of its keys (DF_API_KEYS)" if given
+                  else f"this server needs an API key: send {how}")
+        super().__init__(401, "unauthorized", detail,
                          title="Unauthorized", headers={"WWW-Authenticate": challenge})
 
 

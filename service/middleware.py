@@ -94,8 +94,10 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        if self._allowed(Headers(scope=scope).get("authorization"), path):
+        authorization = Headers(scope=scope).get("authorization")
+        if self._allowed(authorization, path):
             await self.app(scope, receive, send)
             return
-        await render(Unauthorized(basic=path.startswith(self.basic_prefix)))(
+        await render(Unauthorized(basic=path.startswith(self.basic_prefix),
+                                  given=bool(authorization and authorization.strip())))(
             scope, receive, send)

@@ -498,8 +498,10 @@ def test_api_keys(pair_png):
         r = post_files(c, *pair_png)
         assert_problem(r, 401, "unauthorized")
         assert r.headers["www-authenticate"].startswith("Bearer")
+        assert r.json()["detail"].startswith("this server needs an API key")
         r = c.get("/v1/capabilities", headers={"authorization": "Bearer wrong"})
-        assert_problem(r, 401, "unauthorized")
+        assert_problem(r, 401, "unauthorized")  # a wrong key is told apart from none
+        assert r.json()["detail"].startswith("the credentials sent are not a valid API key")
         assert_problem(c.get("/metrics"), 401, "unauthorized")
         for key in ("k1", "second-key"):
             ok = c.get("/v1/capabilities", headers={"authorization": f"Bearer {key}"})
