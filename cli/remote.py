@@ -52,7 +52,11 @@ def remote_diff(args: argparse.Namespace) -> int:
                     write_heatmap(Path(args.output), res.map, cfg.render)
                 payload = {"config": res.config, **pair_record(a, b, result_fields(res))}
     except ServiceError as exc:
-        print(f"difference-finder: error: {exc}", file=sys.stderr)
+        hint = ""
+        if exc.status == 401:  # the CLI's key comes from the environment
+            hint = (" (the CLI sends DF_API_KEY as the key)" if os.environ.get("DF_API_KEY")
+                    else " (set DF_API_KEY to the server's key)")
+        print(f"difference-finder: error: {exc}{hint}", file=sys.stderr)
         return 1
     print_payload(args, payload)
     return 0

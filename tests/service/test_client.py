@@ -541,6 +541,28 @@ def test_cli_diff_server_pair_and_directories(svc, tmp_path, capsys):
     assert "HTTP 503: alexnet-owt-7be5be79.pth is missing" in capsys.readouterr().err
 
 
+def test_cli_names_its_key_variable_on_a_401(tmp_path, capsys, monkeypatch):
+    import service.client as client_module
+    from cli.main import main
+
+    class Refusing(Client):
+        def diff(self, *args, **kwargs):
+            raise client_module.ClientRequestError("HTTP 401: this server needs an API key",
+                                                   status=401)
+
+    monkeypatch.setattr(client_module, "Client", Refusing)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(_images(0)[0]).save(tmp_path / name)
+    args = ["diff", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--server",
+            "http://127.0.0.1:9", "-q"]
+    monkeypatch.delenv("DF_API_KEY", raising=False)
+    assert main(args) == 1
+    assert "(set DF_API_KEY to the server's key)" in capsys.readouterr().err
+    monkeypatch.setenv("DF_API_KEY", "wrong")
+    assert main(args) == 1
+    assert "(the CLI sends DF_API_KEY as the key)" in capsys.readouterr().err
+
+
 # --- against the real service -----------------------------------------------------------
 
 
