@@ -148,12 +148,23 @@ def _candidate(finder: Finder, key: str, ref_t: torch.Tensor, cand_t: torch.Tens
         ref_a, cand_a = align_pair(ref_t, cand_t, cfg.size_policy)
     except ShapeMismatchError as exc:
         raise ShapeMismatchError(f"{what}: {exc.message}", label=label, **exc.extra) from None
-    maps, score = finder.compute(ref_a, cand_a, with_score=True, cancel=cancel)
+    try:
+        maps, score = finder.compute(ref_a, cand_a, with_score=True, cancel=cancel)
+        unscored = None
+    except MetricError as exc:  # e.g. SSIM's window on a tiny image
+        if cfg.uses_metric:  # the map itself needs the metric: nothing to show
+            raise
+        maps, score = finder.compute(ref_a, cand_a, with_score=False, cancel=cancel)
+        unscored = exc.message  # a score beside the map: skipped, as standard scores are
     check_cancel(cancel, "scores")
     m = np.ascontiguousarray(maps[0].float().cpu().numpy(), dtype=np.float32)
     scores, skipped = pair_scores(ref_a.to(finder.device), cand_a.to(finder.device),
                                   cfg.data_range)
-    scores[key] = float(score[0]) if score is not None else math.nan
+    if unscored is not None:
+        scores.pop(key, None)
+        skipped[key] = unscored
+    else:
+        scores[key] = float(score[0]) if score is not None else math.nan
     return CandidateResult(label=label, map=m, metrics=scores, skipped=skipped,
                            regions=find_regions(m, cfg.regions),
                            image=_display(cand_a, cfg.data_range),

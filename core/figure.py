@@ -275,7 +275,7 @@ def layout_figure(
 ) -> Layout:
     """Lay the figure out: columns reference + candidates; rows images, insets, maps,
     improvement maps (with a baseline). ``panel_width`` defaults to the image
-    width, at most 384 px; colours default to the pipeline's render options.
+    width, at least 32 and at most 384 px; colours default to the pipeline's render options.
     """
     if not 0 <= insets <= len(BOX_COLOURS):
         raise ConfigError(f"insets must lie in 0..{len(BOX_COLOURS)}, got {insets}")
@@ -285,7 +285,7 @@ def layout_figure(
     cmap = colormap or comparison.config.render.colormap
     lut(cmap)
     h, w = comparison.candidates[0].map.shape[-2:]
-    pw = int(panel_width or min(w, 384))
+    pw = int(panel_width or max(32, min(w, 384)))  # a tiny image is drawn at least 32 wide
     if not 32 <= pw <= 4096:
         raise ConfigError(f"panel_width must lie in 32..4096, got {pw}")
     ph = max(1, round(h * pw / w))

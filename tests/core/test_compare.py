@@ -274,3 +274,22 @@ def test_summary_is_json_without_infinities(small) -> None:
     assert data["candidates"][1]["metrics"]["psnr"] is None
     assert data["improvement"][0]["label"] == "same"
     assert data["config"]["metric"]["name"] == "ssim"
+
+
+def test_a_tiny_pair_skips_the_scores_it_is_too_small_for_and_still_draws() -> None:
+    """8x8 images with the defaults: SSIM (the default pipeline's score beside its
+    metric-free map) is skipped like MS-SSIM, not an error, and the figure draws."""
+    from core.figure import figure_bytes
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    b = a.copy()
+    b[2:5, 2:5] = 255 - b[2:5, 2:5]
+    got = compare(a, [b])
+    cand = got.candidates[0]
+    assert "psnr" in cand.metrics and "ssim" not in cand.metrics
+    assert "win_size 11" in cand.skipped["ssim"] and "ms-ssim" in cand.skipped
+    png = figure_bytes(got)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(Exception, match="win_size 11"):  # a map made by SSIM cannot skip it
+        compare(a, [b], config={"strategy": "map", "metric": "ssim"})
