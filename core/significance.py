@@ -60,6 +60,11 @@ def _opponent(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _is_gray(x: torch.Tensor) -> bool:
+    """Whether the three channels of (N, 3, H, W) are equal everywhere."""
+    return torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 1], x[:, 2])
+
+
 def _blur(x: torch.Tensor) -> torch.Tensor:
     """Separable 3-tap binomial blur [1, 2, 1] / 4, replicate borders (shifted adds)."""
     for dim in (-1, -2):
@@ -361,6 +366,10 @@ def significance_map(
             ref[i : i + 1], cand[i : i + 1], levels=levels, bins=bins, floor=floor, gain=gain,
             tone=tone, reach=reach, tail=tail, border=border, texture=texture, kernel=kernel)
             for i in range(ref.shape[0])])
+    if ref.shape[1] == 3 and _is_gray(ref) and _is_gray(cand):
+        # grey stored as RGB: one channel, as a grey file (3 equal channels would spread
+        # one channel's evidence over three degrees of freedom, ~sqrt(3) lower)
+        ref, cand = ref[:, :1], cand[:, :1]
     h, w = ref.shape[-2:]
     a, b = ref.float(), cand.float()
     if min(h, w) >= 2:  # the base grid: 2x2 means (edits of interest are >= 8 px)

@@ -435,3 +435,26 @@ def test_binned_curves_leave_excluded_pixels_out_of_the_fit() -> None:
     assert float(fitted.max()) < 0.05  # the edit's residue is not taken for noise
     plain = BinnedCurves(key, 8).curve(val, spread=True)
     assert float(plain.max()) > 1.0
+
+
+def test_grey_stored_as_rgb_is_as_significant_as_a_grey_file() -> None:
+    """A faint edit on a grey photo: the same map whether the files are L or RGB with three
+    equal channels (three channels read ~sqrt(3) lower and could miss it); a tint on the
+    grey candidate still counts as colour."""
+    from skimage import data
+
+    from core import Finder
+
+    g = data.camera()[:256, :256]
+    c = g.copy()
+    c[100:140, 100:140] = np.clip(c[100:140, 100:140].astype(int) + 1, 0, 255)
+    finder = Finder()
+    grey = finder.analyze(g, c, metrics=False)[0]
+    rgb = finder.analyze(np.stack([g] * 3, -1), np.stack([c] * 3, -1), metrics=False)[0]
+    np.testing.assert_array_equal(grey.map, rgb.map)
+    assert [r.to_dict() for r in grey.regions] == [r.to_dict() for r in rgb.regions]
+    assert len(grey.regions) == 1
+    tinted = np.stack([g] * 3, -1)
+    tinted[100:140, 100:140, 0] = np.clip(tinted[100:140, 100:140, 0].astype(int) + 6, 0, 255)
+    found = finder.analyze(np.stack([g] * 3, -1), tinted, metrics=False)[0].regions
+    assert any(r.x <= 120 <= r.x + r.width and r.y <= 120 <= r.y + r.height for r in found)
