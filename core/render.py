@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import ConfigError
 from .numeric import channel_plane
@@ -87,6 +87,12 @@ class RenderConfig(BaseModel):
             return _check_colormap(v)
         except ConfigError as exc:
             raise ValueError(exc.message) from None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RenderConfig:
+        if self.vmin is not None and self.vmax is not None and self.vmin >= self.vmax:
+            raise ValueError(f"vmin ({self.vmin:g}) must be below vmax ({self.vmax:g})")
+        return self
 
     def with_range(self, vmin: float, vmax: float, colormap: str | None = None) -> RenderConfig:
         """The same drawing (scale, label, colorbar) on a fixed range, e.g. one shared by

@@ -63,7 +63,7 @@ __all__ = [
 #: Titles for problem codes (a title is the same for every problem of a type).
 TITLES = {
     "error": "Difference Finder error",
-    "invalid-input": "Invalid input image",
+    "invalid-input": "Invalid input",  # images, and a compare's labels or baseline
     "undecodable-image": "Image cannot be decoded",
     "shape-mismatch": "Images differ in size or channels",
     "unpaired-files": "Unpaired files",

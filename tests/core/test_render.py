@@ -89,3 +89,17 @@ def test_heatmap_of_channel_map_uses_channel_max() -> None:
     m[1, 2, 2] = 1
     img = np.asarray(heatmap(m, RenderConfig(colormap="gray")))
     assert img[2, 2].mean() == 255 and img[0, 0].mean() == 0
+
+
+def test_a_reversed_range_is_refused_naming_both_ends() -> None:
+    from pydantic import ValidationError
+
+    from core import PipelineConfig
+    from core.render import RenderConfig
+
+    for bad in ({"vmin": 5, "vmax": 1}, {"vmin": 2, "vmax": 2}):
+        with pytest.raises(ValidationError, match=r"vmin \(\d\) must be below vmax \(\d\)"):
+            RenderConfig(**bad)
+        with pytest.raises(ValidationError, match="must be below vmax"):
+            PipelineConfig(render=bad)
+    assert RenderConfig(vmin=1, vmax=5).vmax == 5
