@@ -94,7 +94,7 @@ PUBLIC = {
     },
     "service.scores": {'METRICS_DOC', 'MetricsOption', 'parse_metrics'},
     "service.server": {'DrainingServer', 'serve'},
-    "service.settings": {'Settings'},
+    "service.settings": {'Settings', 'setting_errors'},
     "service.state": {'ServiceState'},
     "service.urlfetch": {'Fetcher', 'UrlPolicy', 'address_allowed', 'refusal', 'sniff_image'},
     "service.warmup": {'Warmup'},
