@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import gc
 import logging
 import os
 import threading
@@ -113,6 +114,11 @@ def retained_memory() -> Iterator[bool]:
 
 
 def release_freed_memory() -> bool:
-    """Return the C heap's free memory to the kernel (``malloc_trim``); True if any was."""
+    """Collect unreachable reference cycles, then return the C heap's free memory to the
+    kernel (``malloc_trim``); True if any was. A served request left ~60 objects in cycles
+    holding ~21 MB at 2048² (its map and answer) until the collector's next pass, so the
+    memory between requests grew by that much per request until then; the collection
+    took 0.2-0.3 ms in the service (start-up objects frozen)."""
+    gc.collect()
     libc = _glibc() if _state["configured"] else None
     return bool(libc.malloc_trim(0)) if libc is not None else False

@@ -64,3 +64,30 @@ def test_a_warm_analyze_reuses_memory_and_release_gives_it_back(where: str) -> N
     assert on["peak"] < 1.25 * off["peak"], (on, off)  # reuse, not growth (seen: <= 1.12x)
     assert on["released"] is True and on["drop"] > 100 * 2**20  # kept until released
     assert off["released"] is False
+
+
+def test_release_collects_cycles_that_hold_memory_before_trimming() -> None:
+    """Memory held by unreachable reference cycles cannot go back to the kernel until the
+    collector frees it: release_freed_memory collects first."""
+    import gc
+    import weakref
+
+    import numpy as np
+
+    from core.memory import release_freed_memory
+
+    class Holder:
+        pass
+
+    gc.disable()
+    try:
+        a, b = Holder(), Holder()
+        a.other, b.other = b, a  # a cycle, as a request's objects left one
+        a.data = np.ones(4 << 20, np.float32)
+        gone = weakref.ref(a)
+        del a, b
+        assert gone() is not None  # refcounting alone does not free a cycle
+        release_freed_memory()
+        assert gone() is None
+    finally:
+        gc.enable()
