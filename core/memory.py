@@ -63,8 +63,6 @@ def retain_enabled() -> bool:
 @functools.cache
 def _glibc() -> ctypes.CDLL | None:
     """The process's C library when it is glibc (it has ``mallopt`` and ``malloc_trim``)."""
-    if not retain_enabled():
-        return None
     try:
         libc = ctypes.CDLL(None)  # the symbols already loaded into this process
     except OSError:
@@ -81,11 +79,14 @@ def _set(libc: ctypes.CDLL, *params: tuple[int, int]) -> bool:
     return ok
 
 
-def configure() -> bool:
-    """One arena, blocks up to 32 MB from the heap; once per process. True when in effect."""
+def configure(retain: bool | None = None) -> bool:
+    """One arena, blocks up to 32 MB from the heap; once per process (the first call
+    decides). True when in effect. ``retain``: whether to (the service passes its
+    ``retain_memory`` setting); None reads ``DF_RETAIN_MEMORY`` (:func:`retain_enabled`)."""
     with _lock:
         if _state["configured"] is None:
-            libc = _glibc()
+            on = retain_enabled() if retain is None else retain
+            libc = _glibc() if on else None
             _state["configured"] = libc is not None and _set(
                 libc, (_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD),
                 (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))

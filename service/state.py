@@ -48,7 +48,8 @@ class ServiceState:
     @classmethod
     def build(cls, settings: Settings) -> ServiceState:
         """Every part configured from ``settings``; workers start in :meth:`start`."""
-        configure_memory()  # before any worker thread exists: one heap (core.memory)
+        # before any worker thread exists: one heap (core.memory), as DF_RETAIN_MEMORY says
+        configure_memory(settings.retain_memory)
         devices = resolve_devices(settings.devices, settings.cpu_worker_count)
         metrics = Metrics()
         warmup = Warmup(settings.preload, settings.warmup_size, metrics)

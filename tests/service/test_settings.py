@@ -51,3 +51,25 @@ def test_cpu_threads_leave_a_core(monkeypatch):
     monkeypatch.setattr("os.cpu_count", lambda: 16)
     assert Settings().cpu_threads(1) == 15
     assert Settings(torch_threads=4).cpu_threads(1) == 4
+
+
+def test_retain_memory_setting_decides_the_heap_configuration() -> None:
+    """``Settings(retain_memory=False)`` (what DF_RETAIN_MEMORY=0 reads as) leaves the C
+    allocator alone when the service builds its state, as the environment variable does for
+    the library; the default configures it (glibc)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; from service.settings import Settings; "
+            "from service.state import ServiceState; from core.memory import configure; "
+            "ServiceState.build(Settings(devices=['cpu'], retain_memory=sys.argv[1] == '1')); "
+            "print(configure())")
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "DF_RETAIN_MEMORY"}
+    got = {flag: subprocess.run([sys.executable, "-c", code, flag], capture_output=True,
+                                text=True, cwd=root, env=env, timeout=120).stdout.strip()
+           for flag in ("0", "1")}
+    assert got["0"] == "False"
+    assert got["1"] == ("True" if os.confstr("CS_GNU_LIBC_VERSION") else "False")
