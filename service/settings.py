@@ -65,7 +65,7 @@ class Settings(BaseSettings):
         default_factory=list, description="LPIPS nets (alex, vgg, squeeze) loaded and "
         "warmed on every device before /readyz turns 200")
     warmup_size: Annotated[int, Field(ge=16, le=4096)] = Field(
-        64, description="side in pixels of the dummy images used to warm each worker")
+        256, description="side in pixels of the dummy pair used to warm each worker")
     cpu_workers: Annotated[int, Field(ge=1, le=64)] | None = Field(
         None, description="worker threads on the CPU when DF_DEVICES is 'cpu' (or 'auto' "
         "finds no GPU); default: 2 where there are 2+ cores, so two requests compute at once")

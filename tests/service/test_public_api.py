@@ -97,7 +97,7 @@ PUBLIC = {
     "service.settings": {'Settings', 'setting_errors'},
     "service.state": {'ServiceState'},
     "service.urlfetch": {'Fetcher', 'UrlPolicy', 'address_allowed', 'refusal', 'sniff_image'},
-    "service.warmup": {'Warmup'},
+    "service.warmup": {'Warmup', 'warmup_pair'},
     "service.workers": {'Admission', 'WorkerPool', 'cancel_check', 'lower_priority',
                         'resolve_devices'},
 }
