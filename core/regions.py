@@ -11,6 +11,7 @@ Components, boxes and peaks come from scipy.ndimage (C loops, no per-pixel Pytho
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import numpy as np
@@ -81,17 +82,54 @@ def hysteresis_components(m: np.ndarray, low: float, connectivity: int = 8,
     return labels, count
 
 
+def _touching(start: np.ndarray, stop: np.ndarray, members: np.ndarray, merge: float
+              ) -> np.ndarray:
+    """Pairs (E, 2) of ``members`` (pieces of one parent) whose boxes, both grown by
+    ``merge`` times the smaller piece's larger side, overlap."""
+    side = (stop - start).max(axis=1)
+    a, b = start[members], stop[members]
+    gap = np.maximum(a[None] - b[:, None], a[:, None] - b[None]).max(-1)  # < 0: overlap
+    # both boxes grown by the smaller piece's size: slivers of one spot rejoin it, a large
+    # spot does not swallow a small one beside it
+    reach = 2 * np.ceil(merge * np.minimum.outer(side[members], side[members]))
+    return members[np.argwhere(np.triu(gap < reach, 1))]
+
+
+def _groups(edges: list[np.ndarray], count: int) -> tuple[np.ndarray, int]:
+    """Labels 0..count with pieces joined along ``edges`` relabelled as one (0 stays 0),
+    groups numbered in order of their first piece: the raster order labels had. Each piece
+    takes the smallest index reachable from it (min over edges, then pointer jumping): a
+    few vectorised passes over the edges, never over pixels (scipy.sparse's
+    connected_components costs ~1.5 ms a call on these graphs of a handful of pieces)."""
+    e = np.concatenate(edges)
+    root = np.arange(count)
+    while True:
+        lo = np.minimum(root[e[:, 0]], root[e[:, 1]])
+        new = root.copy()
+        np.minimum.at(new, e[:, 0], lo)
+        np.minimum.at(new, e[:, 1], lo)
+        new = new[new]
+        if np.array_equal(new, root):
+            break
+        root = new
+    # a group's root is its smallest piece: sorted roots are the order of first pieces
+    ids, groups = np.unique(root, return_inverse=True)
+    return np.concatenate([[0], groups + 1]).astype(np.int32), len(ids)
+
+
+def _bounds(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start, stop) rows (y, x) of each label's box, labels 1..max in order."""
+    boxes = ndimage.find_objects(labels)
+    start = np.array([[b[0].start, b[1].start] for b in boxes])
+    stop = np.array([[b[0].stop, b[1].stop] for b in boxes])
+    return start, stop
+
+
 def _merge_pieces(labels: np.ndarray, count: int, parents: np.ndarray, merge: float
                   ) -> tuple[np.ndarray, int]:
     """Relabel ``labels`` so that pieces of one parent component whose grown boxes overlap
     share a label (connected components of the graph of touching pieces, never of pixels)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    boxes = ndimage.find_objects(labels)
-    start = np.array([[b[0].start, b[1].start] for b in boxes])
-    stop = np.array([[b[0].stop, b[1].stop] for b in boxes])
-    side = (stop - start).max(axis=1)
+    start, stop = _bounds(labels)
     # a piece lies inside one parent: every pixel of it names that parent (one linear pass;
     # ndimage.maximum sorts the labels, ~0.3 s at 4 MP)
     flat = labels.ravel()
@@ -103,20 +141,70 @@ def _merge_pieces(labels: np.ndarray, count: int, parents: np.ndarray, merge: fl
     for p in np.unique(parent):  # pieces of one parent only (few; never all pairs at once)
         members = np.flatnonzero(parent == p)
         if len(members) > 1:
-            a, b = start[members], stop[members]
-            gap = np.maximum(a[None] - b[:, None], a[:, None] - b[None]).max(-1)  # < 0: overlap
-            # both boxes grown by the smaller piece's size: slivers of one spot rejoin it, a
-            # large spot does not swallow a small one beside it
-            reach = 2 * np.ceil(merge * np.minimum.outer(side[members], side[members]))
-            pairs.append(members[np.argwhere(np.triu(gap < reach, 1))])
+            pairs.append(_touching(start, stop, members, merge))
     if not pairs:
         return labels, count
-    edges = np.concatenate(pairs)
-    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(count, count))
-    merged, groups = connected_components(graph, directed=False)
-    # groups are numbered in order of their first piece: the raster order labels had
-    lut = np.concatenate([[0], groups + 1]).astype(np.int32)
-    return lut[labels], int(merged)
+    lut, merged = _groups(pairs, count)
+    return lut[labels], merged
+
+
+@dataclass(frozen=True)
+class _Spots:
+    """Hysteresis spots with a core, as crops: each spot's box (y0, x0, y1, x1), its pixels
+    inside it, area, sum and peak of the map there; in raster order of each spot's first
+    pixel (the order :func:`hysteresis_components` labels them in)."""
+
+    boxes: list[tuple[int, int, int, int]]
+    masks: list[np.ndarray]
+    area: np.ndarray
+    mass: np.ndarray
+    peak: np.ndarray
+
+
+def _cored_spots(m: np.ndarray, cfg: RegionsConfig) -> _Spots:
+    """The spots of :func:`hysteresis_components` that have a core above ``cfg.high``, worked
+    out on each cored component's own box: the same spots, labels, areas and peaks as on
+    the whole map (the cut and the merge only ever join or split pixels of one component),
+    but full-size passes only to label ``m > low`` once and to box its components; spots
+    without a core (the many faint ones of a noisy map) are never cut, merged or measured."""
+    structure = ndimage.generate_binary_structure(2, 2 if cfg.connectivity == 8 else 1)
+    labels, _ = ndimage.label(m > cfg.low, structure=structure)
+    cored = np.unique(labels[m > cfg.high])
+    cored = cored[cored > 0]
+    objects = ndimage.find_objects(labels, max_label=int(cored[-1])) if len(cored) else []
+    w = m.shape[1]
+    found: list[tuple[int, tuple[int, int, int, int], np.ndarray, float, float, float]] = []
+    for c in cored:  # one pass per component with a core (never per pixel)
+        ys, xs = objects[c - 1]
+        own = labels[ys, xs] == c
+        sub = m[ys, xs]
+        mask = own
+        if cfg.relative > 0:
+            cut = cfg.relative * float(sub[own].max())
+            if cut > cfg.low:
+                mask = own & (sub > np.float32(cut))
+        pieces, n = ndimage.label(mask, structure=structure)
+        if n > 1 and cfg.merge > 0:
+            start, stop = _bounds(pieces)
+            edges = _touching(start, stop, np.arange(n), cfg.merge)
+            if len(edges):
+                lut, n = _groups([edges], n)
+                pieces = lut[pieces]
+        # each piece's first pixel in raster order (the crop's order is the map's)
+        ids, first = np.unique(pieces, return_index=True)
+        first = first[ids > 0]
+        area, mass, peak = label_stats(pieces, sub, n)
+        for j, sl in enumerate(ndimage.find_objects(pieces)):
+            fy, fx = divmod(int(first[j]), xs.stop - xs.start)
+            box = (ys.start + sl[0].start, xs.start + sl[1].start,
+                   ys.start + sl[0].stop, xs.start + sl[1].stop)
+            found.append(((ys.start + fy) * w + xs.start + fx, box, pieces[sl] == j + 1,
+                          float(area[j]), float(mass[j]), float(peak[j])))
+    found.sort(key=lambda f: f[0])
+    return _Spots(boxes=[f[1] for f in found], masks=[f[2] for f in found],
+                  area=np.array([f[3] for f in found], dtype=np.int64),
+                  mass=np.array([f[4] for f in found]),
+                  peak=np.array([f[5] for f in found]))
 
 
 def _threshold(m: np.ndarray, cfg: RegionsConfig) -> float:
@@ -127,11 +215,8 @@ def _threshold(m: np.ndarray, cfg: RegionsConfig) -> float:
     return float(otsu_threshold(torch.from_numpy(m)[None]).item())
 
 
-Ranked = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]
-
-
-def _ranked(m: np.ndarray, cfg: RegionsConfig) -> Ranked | None:
-    """(map, component labels, kept components strongest first, areas, masses, peaks, total),
+def _ranked(m: np.ndarray, cfg: RegionsConfig) -> tuple[_Spots, float] | None:
+    """The reported spots, strongest first (at most ``max_regions``), and the map's total,
     or None when there is nothing to report."""
     if not cfg.enabled:
         return None
@@ -143,21 +228,24 @@ def _ranked(m: np.ndarray, cfg: RegionsConfig) -> Ranked | None:
     if cfg.threshold == "hysteresis":
         if float(m.max()) <= cfg.high:  # no core anywhere: nothing to label (the usual
             return None                 # answer for an identical or nuisance-only pair)
-        labels, count = hysteresis_components(m, cfg.low, cfg.connectivity, cfg.relative,
-                                              cfg.merge)
-    else:
-        labels, count = label_components(m > _threshold(m, cfg), cfg.connectivity)
+        spots = _cored_spots(m, cfg)
+        # a core above high; the strongest core first
+        keep = np.flatnonzero((spots.area >= cfg.min_area) & (spots.peak > cfg.high))
+        keep = keep[np.argsort(-spots.peak[keep], kind="stable")][: cfg.max_regions]
+        return _Spots(boxes=[spots.boxes[k] for k in keep], masks=[spots.masks[k] for k in keep],
+                      area=spots.area[keep], mass=spots.mass[keep],
+                      peak=spots.peak[keep]), total
+    labels, count = label_components(m > _threshold(m, cfg), cfg.connectivity)
     if count == 0:
         return None
     area, mass, peak = label_stats(labels, m, count)
-    keep = area >= cfg.min_area
-    if cfg.threshold == "hysteresis":  # a core above high; the strongest core first
-        keep = np.flatnonzero(keep & (peak > cfg.high))
-        keep = keep[np.argsort(-peak[keep], kind="stable")][: cfg.max_regions]
-    else:
-        keep = np.flatnonzero(keep)
-        keep = keep[np.argsort(-mass[keep], kind="stable")][: cfg.max_regions]
-    return m, labels, keep, area, mass, peak, total
+    keep = np.flatnonzero(area >= cfg.min_area)
+    keep = keep[np.argsort(-mass[keep], kind="stable")][: cfg.max_regions]
+    objects = ndimage.find_objects(labels)
+    boxes = [(objects[k][0].start, objects[k][1].start, objects[k][0].stop, objects[k][1].stop)
+             for k in keep]
+    return _Spots(boxes=boxes, masks=[labels[objects[k]] == k + 1 for k in keep],
+                  area=area[keep], mass=mass[keep], peak=peak[keep]), total
 
 
 def find_regions(m: np.ndarray, cfg: RegionsConfig | None = None) -> list[Region]:
@@ -166,17 +254,15 @@ def find_regions(m: np.ndarray, cfg: RegionsConfig | None = None) -> list[Region
     ranked = _ranked(m, cfg)
     if ranked is None:
         return []
-    _, labels, keep, area, mass, peak, total = ranked
-    boxes = ndimage.find_objects(labels)
+    spots, total = ranked
     hysteresis = cfg.threshold == "hysteresis"
     out = []
-    for k in keep:  # one entry per reported region (at most max_regions), not per pixel
-        ys, xs = boxes[k]
-        out.append(Region(
-            x=int(xs.start), y=int(ys.start), width=int(xs.stop - xs.start),
-            height=int(ys.stop - ys.start), area=int(area[k]), score=float(mass[k] / total),
-            peak=float(peak[k]), mean=float(mass[k] / area[k]),
-            significance=float(peak[k]) if hysteresis else None,
+    for (y0, x0, y1, x1), area, mass, peak in zip(spots.boxes, spots.area, spots.mass,
+                                                  spots.peak, strict=True):
+        out.append(Region(  # one entry per reported region (at most max_regions)
+            x=int(x0), y=int(y0), width=int(x1 - x0), height=int(y1 - y0), area=int(area),
+            score=float(mass / total), peak=float(peak), mean=float(mass / area),
+            significance=float(peak) if hysteresis else None,
         ))
     return out
 
@@ -202,5 +288,7 @@ def region_mask(m: np.ndarray, cfg: RegionsConfig | None = None) -> np.ndarray:
     ranked = _ranked(arr, cfg or RegionsConfig())
     if ranked is None:
         return np.zeros(shape, dtype=bool)
-    _, labels, keep, *_ = ranked
-    return np.isin(labels, keep + 1)
+    out = np.zeros(shape, dtype=bool)
+    for (y0, x0, y1, x1), own in zip(ranked[0].boxes, ranked[0].masks, strict=True):
+        out[y0:y1, x0:x1] |= own
+    return out

@@ -119,3 +119,71 @@ def test_confidence_follows_significance_and_falls_back_to_score() -> None:
     assert confidence(at_core, cfg) == 0.5 and confidence(strong, cfg) == 0.75
     plain = Region(0, 0, 4, 4, 16, 0.3, 2.0, 1.0)  # a percentile region: its share
     assert confidence(plain, cfg) == 0.3
+
+
+def _reference_regions(m: np.ndarray, cfg: RegionsConfig) -> tuple[list[tuple], np.ndarray]:
+    """The hysteresis rule written plainly on the whole map (scipy.ndimage for components
+    and statistics, scipy.sparse for the merge graph): the oracle for find_regions' crops."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    st = ndimage.generate_binary_structure(2, 2 if cfg.connectivity == 8 else 1)
+    parents, n = ndimage.label(m > cfg.low, structure=st)
+    idx = np.arange(1, n + 1)
+    if n and cfg.relative > 0:
+        peak = np.asarray(ndimage.maximum(m, parents, idx), dtype=np.float64)
+        if (cfg.relative * peak > cfg.low).any():
+            cut = np.concatenate([[np.inf], np.maximum(cfg.low, cfg.relative * peak)])
+            labels, n = ndimage.label(m > cut.astype(np.float32)[parents], structure=st)
+            if cfg.merge > 0 and n > 1:
+                boxes = ndimage.find_objects(labels)
+                owner = [int(parents[b][labels[b] == i + 1][0]) for i, b in enumerate(boxes)]
+                side = [max(b[0].stop - b[0].start, b[1].stop - b[1].start) for b in boxes]
+                rows, cols = [], []
+                for i in range(n):
+                    for j in range(i + 1, n):
+                        if owner[i] != owner[j]:
+                            continue
+                        bi, bj = boxes[i], boxes[j]
+                        gap = max(bj[0].start - bi[0].stop, bi[0].start - bj[0].stop,
+                                  bj[1].start - bi[1].stop, bi[1].start - bj[1].stop)
+                        if gap < 2 * np.ceil(cfg.merge * min(side[i], side[j])):
+                            rows.append(i)
+                            cols.append(j)
+                graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+                n, groups = connected_components(graph, directed=False)
+                labels = np.concatenate([[0], groups + 1])[labels]
+            parents = labels
+    labels, idx = parents, np.arange(1, n + 1)
+    if not n:
+        return [], np.zeros(m.shape, bool)
+    area = np.asarray(ndimage.sum(np.ones_like(m), labels, idx))
+    mass = np.asarray(ndimage.sum(m.astype(np.float64), labels, idx))
+    peak = np.asarray(ndimage.maximum(m, labels, idx), dtype=np.float64)
+    keep = np.flatnonzero((area >= cfg.min_area) & (peak > cfg.high))
+    keep = keep[np.argsort(-peak[keep], kind="stable")][: cfg.max_regions]
+    boxes = ndimage.find_objects(labels)
+    out = [(boxes[k][1].start, boxes[k][0].start, boxes[k][1].stop - boxes[k][1].start,
+            boxes[k][0].stop - boxes[k][0].start, int(area[k]), float(peak[k])) for k in keep]
+    return out, np.isin(labels, keep + 1)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_regions_worked_out_per_component_equal_the_whole_map_rule(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    shape = (96, 128)
+    m = np.abs(ndimage.gaussian_filter(rng.normal(0, 6, shape), 1.5))  # faint blobs everywhere
+    for _ in range(8):  # spots of every strength, some touching, some with holes or plateaus
+        m += _bump(shape, rng.uniform(0, 96), rng.uniform(0, 128), rng.uniform(1.5, 10),
+                   rng.uniform(2, 40))
+    m[rng.integers(0, 96), :] += rng.uniform(0, 10)  # a line across: long thin components
+    m = np.minimum(m, 30.0).astype(np.float32)  # saturated plateaus: ties of peaks
+    configs = [_cfg(), _cfg(relative=0.2, merge=1.0), _cfg(relative=0.5, merge=0.0),
+               _cfg(relative=0.3, merge=2.0, connectivity=4), _cfg(high=2.0, low=4.0),
+               _cfg(relative=0.2, merge=1.0, min_area=1, max_regions=1000)]
+    for cfg in configs:
+        expected, mask = _reference_regions(m, cfg)
+        got = [(r.x, r.y, r.width, r.height, r.area, r.peak) for r in find_regions(m, cfg)]
+        assert [g[:5] for g in got] == [e[:5] for e in expected], cfg
+        np.testing.assert_allclose([g[5] for g in got], [e[5] for e in expected], rtol=1e-6)
+        np.testing.assert_array_equal(region_mask(m, cfg), mask)
