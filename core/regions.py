@@ -6,7 +6,8 @@ calibrated ``significance`` map: a spot needs a core above ``high`` and extends 
 (8-connectivity by default) and each component becomes a :class:`Region`. A percentile
 threshold keeps that share of pixels, so an edit larger than 2% of the image is only partly
 boxed: lower ``percentile`` for large or widespread differences.
-Components, boxes and peaks come from scipy.ndimage (C loops, no per-pixel Python).
+Components, boxes and peaks come from scipy.ndimage (C loops, no per-pixel Python); hysteresis
+spots are cut, merged and measured on the boxes of the components with a core only.
 """
 
 from __future__ import annotations
