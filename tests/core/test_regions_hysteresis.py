@@ -164,7 +164,8 @@ def _reference_regions(m: np.ndarray, cfg: RegionsConfig) -> tuple[list[tuple], 
     keep = keep[np.argsort(-peak[keep], kind="stable")][: cfg.max_regions]
     boxes = ndimage.find_objects(labels)
     out = [(boxes[k][1].start, boxes[k][0].start, boxes[k][1].stop - boxes[k][1].start,
-            boxes[k][0].stop - boxes[k][0].start, int(area[k]), float(peak[k])) for k in keep]
+            boxes[k][0].stop - boxes[k][0].start, int(area[k]), float(peak[k]),
+            float(mass[k] / m.sum(dtype=np.float64))) for k in keep]
     return out, np.isin(labels, keep + 1)
 
 
@@ -183,7 +184,8 @@ def test_regions_worked_out_per_component_equal_the_whole_map_rule(seed: int) ->
                _cfg(relative=0.2, merge=1.0, min_area=1, max_regions=1000)]
     for cfg in configs:
         expected, mask = _reference_regions(m, cfg)
-        got = [(r.x, r.y, r.width, r.height, r.area, r.peak) for r in find_regions(m, cfg)]
+        got = [(r.x, r.y, r.width, r.height, r.area, r.peak, r.score)
+               for r in find_regions(m, cfg)]
         assert [g[:5] for g in got] == [e[:5] for e in expected], cfg
-        np.testing.assert_allclose([g[5] for g in got], [e[5] for e in expected], rtol=1e-6)
+        np.testing.assert_allclose([g[5:] for g in got], [e[5:] for e in expected], rtol=1e-5)
         np.testing.assert_array_equal(region_mask(m, cfg), mask)
