@@ -372,8 +372,11 @@ def significance_map(
         ref, cand = ref[:, :1], cand[:, :1]
     h, w = ref.shape[-2:]
     a, b = ref.float(), cand.float()
-    if min(h, w) >= 2:  # the base grid: 2x2 means (edits of interest are >= 8 px)
-        a, b = pool2(a), pool2(b)
+    he, we = (h - h % 2, w - w % 2) if min(h, w) >= 2 else (h, w)
+    if min(h, w) >= 2:  # the base grid: 2x2 means (edits of interest are >= 8 px) of the
+        # even part: an odd last row or column would be a base pixel of half the footprint,
+        # which no image-wide filter fits (a false spot along that border)
+        a, b = pool2(a[..., :he, :we]), pool2(b[..., :he, :we])
     a, b = _opponent(a), _opponent(b)
     # the image-wide linear filter (blur, resampling, gain, offset) explains first
     # (where the plain difference fits as well, the filter is the identity: skipped, exactly)
@@ -420,8 +423,10 @@ def significance_map(
         else:
             out = z
     assert out is not None
-    if out.shape[-2:] != (h, w):
-        out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
+    if out.shape[-2:] != (he, we):
+        out = F.interpolate(out, size=(he, we), mode="bilinear", align_corners=False)
+    if (he, we) != (h, w):  # the odd last row or column: its neighbour's value
+        out = F.pad(out, (0, w - we, 0, h - he), mode="replicate")
     return out
 
 

@@ -458,3 +458,21 @@ def test_grey_stored_as_rgb_is_as_significant_as_a_grey_file() -> None:
     tinted[100:140, 100:140, 0] = np.clip(tinted[100:140, 100:140, 0].astype(int) + 6, 0, 255)
     found = finder.analyze(np.stack([g] * 3, -1), tinted, metrics=False)[0].regions
     assert any(r.x <= 120 <= r.x + r.width and r.y <= 120 <= r.y + r.height for r in found)
+
+
+def test_an_odd_last_row_or_column_does_not_enter_the_map(coffee: np.ndarray) -> None:
+    # a base pixel over one row instead of two fits no image-wide filter: the map is the even
+    # part's, its odd last row and column copy their neighbours
+    ref = coffee[:101, :131]
+    cand = ndimage.gaussian_filter(ref.astype(np.float32), (1.5, 1.5, 0), mode="reflect")
+    cand = np.clip(cand.round(), 0, 255).astype(np.uint8)
+
+    def to(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].float() / 255
+
+    odd = significance_map(to(ref), to(cand))[0, 0]
+    even = significance_map(to(ref[:100, :130]), to(cand[:100, :130]))[0, 0]
+    assert odd.shape == (101, 131)
+    torch.testing.assert_close(odd[:100, :130], even, rtol=0, atol=0)
+    torch.testing.assert_close(odd[100, :130], even[99])
+    torch.testing.assert_close(odd[:100, 130], even[:, 129])
