@@ -21,6 +21,7 @@ Our exception hierarchy (code, status):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "ShapeMismatchError",
     "WeightsFetchError",
     "WeightsMissingError",
+    "validation_message",
 ]
 
 
@@ -85,7 +87,7 @@ class ConfigError(DifferenceFinderError, ValueError):
     @classmethod
     def from_validation(cls, exc: Any) -> ConfigError:
         """Wrap a pydantic ValidationError; ``extra["errors"]`` keeps each JSON path."""
-        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+        errors = [{"loc": list(e["loc"]), "msg": validation_message(e), "type": e["type"]}
                   for e in exc.errors()]
         detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}"
                            for e in errors)
@@ -131,3 +133,12 @@ class Cancelled(DifferenceFinderError):
 
     code = "cancelled"
     status = 503
+
+
+def validation_message(error: Mapping[str, Any]) -> str:
+    """A pydantic error's message without the "Value error, " that pydantic puts before the
+    text of a ValueError raised in a validator (ours name what was wrong on their own)."""
+    msg = str(error.get("msg", ""))
+    if error.get("type") == "value_error" and msg.startswith("Value error, "):
+        return msg[len("Value error, ") :]
+    return msg

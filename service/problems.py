@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from core.errors import DifferenceFinderError
+from core.errors import DifferenceFinderError, validation_message
 
 from .errors import ServiceProblem, ValidationProblem, title_for
 
@@ -126,7 +126,7 @@ def field_errors(errors: Sequence[Mapping[str, Any]], prefix: Sequence[str | int
     out = []
     for e in errors:
         loc = [*prefix, *(p for p in e.get("loc", ()) if not isinstance(p, tuple))]
-        out.append({"pointer": pointer(loc), "loc": loc, "message": str(e.get("msg", "")),
+        out.append({"pointer": pointer(loc), "loc": loc, "message": validation_message(e),
                     "type": str(e.get("type", "value_error"))})
     return out
 

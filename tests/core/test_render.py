@@ -9,7 +9,7 @@ import pytest
 from cmap import Colormap
 from PIL import Image
 
-from core import ConfigError, PipelineConfig
+from core import ConfigError, Finder, PipelineConfig
 from core.render import (
     RenderConfig,
     colorbar,
@@ -51,6 +51,9 @@ def test_unknown_colormap_is_a_config_error() -> None:
         colorize(np.zeros((2, 2)), "not-a-colormap")
     with pytest.raises(ValueError, match="unknown colormap"):
         PipelineConfig(render={"colormap": "not-a-colormap"})
+    with pytest.raises(ConfigError, match="render.colormap: unknown colormap") as info:
+        Finder(config={"render": {"colormap": "not-a-colormap"}})
+    assert "Value error" not in str(info.value)  # pydantic's prefix is dropped
 
 
 def test_heatmap_png_with_colorbar_is_wider_and_decodes(astronaut: np.ndarray) -> None:

@@ -566,3 +566,12 @@ def test_deadline_gives_504(monkeypatch, pair_png):
         body = assert_problem(post_files(c, *pair_png), 504, "deadline-exceeded")
         assert time.monotonic() - start < 0.9
         assert "0.3" in body["detail"]
+
+
+def test_a_validator_message_is_shown_without_pydantics_prefix(client, pair_png):
+    body = assert_problem(post_files(client, *pair_png, config={"render": {"colormap": "nope"}}),
+                          422, "validation-error")
+    [err] = body["errors"]
+    assert err["pointer"] == "#/config/render/colormap"
+    assert err["message"].startswith("unknown colormap 'nope'; try one of:")
+    assert "Value error" not in body["detail"]
