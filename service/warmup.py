@@ -23,8 +23,9 @@ log = logging.getLogger("service.warmup")
 def warmup_pair(size: int) -> tuple[np.ndarray, np.ndarray]:
     """A textured RGB pair, the candidate slightly noisy with one brightened square: it takes
     every step of the default pipeline (filter fit and apply, tone curve, labelling), where
-    an identical pair skips most of them and the first real request paid their first call
-    (measured: 146 ms against 32 for a 512² request after a 64² pair of zeros)."""
+    an identical pair skips most of them and the first real request paid their first calls
+    (a first 512² request: 146 ms after a 64² pair of zeros, 45 ms after this pair at 256²,
+    32 ms steady)."""
     y, x = np.mgrid[0:size, 0:size].astype(np.float32)
     grey = 128 + 60 * np.sin(x / 3.0) * np.cos(y / 5.0) + 30 * np.sin((x + y) / 17.0)
     ref = np.stack([grey, grey * 0.8 + 20, 255 - grey], axis=-1)

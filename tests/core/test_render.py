@@ -51,7 +51,7 @@ def test_unknown_colormap_is_a_config_error() -> None:
         colorize(np.zeros((2, 2)), "not-a-colormap")
     with pytest.raises(ValueError, match="unknown colormap"):
         PipelineConfig(render={"colormap": "not-a-colormap"})
-    with pytest.raises(ConfigError, match="render.colormap: unknown colormap") as info:
+    with pytest.raises(ConfigError, match=r"render\.colormap: unknown colormap") as info:
         Finder(config={"render": {"colormap": "not-a-colormap"}})
     assert "Value error" not in str(info.value)  # pydantic's prefix is dropped
 
