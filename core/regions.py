@@ -63,7 +63,8 @@ class RegionsConfig(BaseModel):
 
 def hysteresis_components(m: np.ndarray, low: float, connectivity: int = 8,
                           relative: float = 0.0, merge: float = 0.0) -> tuple[np.ndarray, int]:
-    """Connected components of ``m > low`` (0 is background).
+    """Connected components of ``m > low`` (0 is background), labelled 1..count in raster
+    order of each one's first pixel.
 
     With ``relative`` > 0 each component keeps only its pixels above ``relative`` times its
     own peak (and above ``low``), then is split again: a strong spot does not spread over its
@@ -71,44 +72,39 @@ def hysteresis_components(m: np.ndarray, low: float, connectivity: int = 8,
     by ``merge`` times the smaller piece's larger side, overlap are one spot again: an edit
     whose strength varies inside it is not reported as several; two spots further apart
     than the smaller one's size stay two, however large the other."""
-    labels, count = label_components(m > low, connectivity)
-    if relative > 0 and count:
-        peak = label_stats(labels, m, count)[2]
-        if (relative * peak > low).any():  # else every cut is ``low``: the same components
-            cut = np.concatenate([[np.inf], np.maximum(low, relative * peak)])
-            parents = labels
-            labels, count = label_components(m > cut.astype(np.float32)[labels], connectivity)
-            if merge > 0 and count > 1:
-                labels, count = _merge_pieces(labels, count, parents, merge)
-    return labels, count
+    spots = _spots(np.asarray(m), low, connectivity, relative, merge)
+    labels = np.zeros(np.shape(m), dtype=np.int32)
+    for k, ((y0, x0, y1, x1), own) in enumerate(zip(spots.boxes, spots.masks, strict=True)):
+        labels[y0:y1, x0:x1][own] = k + 1
+    return labels, len(spots.boxes)
 
 
-def _touching(start: np.ndarray, stop: np.ndarray, members: np.ndarray, merge: float
-              ) -> np.ndarray:
-    """Pairs (E, 2) of ``members`` (pieces of one parent) whose boxes, both grown by
-    ``merge`` times the smaller piece's larger side, overlap."""
+def _touching(pieces: np.ndarray, merge: float) -> np.ndarray:
+    """Pairs (E, 2) of pieces (labels 1..n of one component, as 0-based indices) whose
+    boxes, both grown by ``merge`` times the smaller piece's larger side, overlap."""
+    boxes = ndimage.find_objects(pieces)
+    start = np.array([[b[0].start, b[1].start] for b in boxes])
+    stop = np.array([[b[0].stop, b[1].stop] for b in boxes])
     side = (stop - start).max(axis=1)
-    a, b = start[members], stop[members]
-    gap = np.maximum(a[None] - b[:, None], a[:, None] - b[None]).max(-1)  # < 0: overlap
-    # both boxes grown by the smaller piece's size: slivers of one spot rejoin it, a large
-    # spot does not swallow a small one beside it
-    reach = 2 * np.ceil(merge * np.minimum.outer(side[members], side[members]))
-    return members[np.argwhere(np.triu(gap < reach, 1))]
+    gap = np.maximum(start[None] - stop[:, None], start[:, None] - stop[None]).max(-1)
+    # < 0: overlap. Both boxes grown by the smaller piece's size: slivers of one spot rejoin
+    # it, a large spot does not swallow a small one beside it
+    reach = 2 * np.ceil(merge * np.minimum.outer(side, side))
+    return np.argwhere(np.triu(gap < reach, 1))
 
 
-def _groups(edges: list[np.ndarray], count: int) -> tuple[np.ndarray, int]:
+def _groups(edges: np.ndarray, count: int) -> tuple[np.ndarray, int]:
     """Labels 0..count with pieces joined along ``edges`` relabelled as one (0 stays 0),
     groups numbered in order of their first piece: the raster order labels had. Each piece
     takes the smallest index reachable from it (min over edges, then pointer jumping): a
     few vectorised passes over the edges, never over pixels (scipy.sparse's
     connected_components costs ~1.5 ms a call on these graphs of a handful of pieces)."""
-    e = np.concatenate(edges)
     root = np.arange(count)
     while True:
-        lo = np.minimum(root[e[:, 0]], root[e[:, 1]])
+        lo = np.minimum(root[edges[:, 0]], root[edges[:, 1]])
         new = root.copy()
-        np.minimum.at(new, e[:, 0], lo)
-        np.minimum.at(new, e[:, 1], lo)
+        np.minimum.at(new, edges[:, 0], lo)
+        np.minimum.at(new, edges[:, 1], lo)
         new = new[new]
         if np.array_equal(new, root):
             break
@@ -118,42 +114,10 @@ def _groups(edges: list[np.ndarray], count: int) -> tuple[np.ndarray, int]:
     return np.concatenate([[0], groups + 1]).astype(np.int32), len(ids)
 
 
-def _bounds(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(start, stop) rows (y, x) of each label's box, labels 1..max in order."""
-    boxes = ndimage.find_objects(labels)
-    start = np.array([[b[0].start, b[1].start] for b in boxes])
-    stop = np.array([[b[0].stop, b[1].stop] for b in boxes])
-    return start, stop
-
-
-def _merge_pieces(labels: np.ndarray, count: int, parents: np.ndarray, merge: float
-                  ) -> tuple[np.ndarray, int]:
-    """Relabel ``labels`` so that pieces of one parent component whose grown boxes overlap
-    share a label (connected components of the graph of touching pieces, never of pixels)."""
-    start, stop = _bounds(labels)
-    # a piece lies inside one parent: every pixel of it names that parent (one linear pass;
-    # ndimage.maximum sorts the labels, ~0.3 s at 4 MP)
-    flat = labels.ravel()
-    nz = np.flatnonzero(flat)
-    parent = np.zeros(count + 1, dtype=np.int64)
-    parent[flat[nz]] = parents.ravel()[nz]
-    parent = parent[1:]
-    pairs = []
-    for p in np.unique(parent):  # pieces of one parent only (few; never all pairs at once)
-        members = np.flatnonzero(parent == p)
-        if len(members) > 1:
-            pairs.append(_touching(start, stop, members, merge))
-    if not pairs:
-        return labels, count
-    lut, merged = _groups(pairs, count)
-    return lut[labels], merged
-
-
 @dataclass(frozen=True)
 class _Spots:
-    """Hysteresis spots with a core, as crops: each spot's box (y0, x0, y1, x1), its pixels
-    inside it, area, sum and peak of the map there; in raster order of each spot's first
-    pixel (the order :func:`hysteresis_components` labels them in)."""
+    """Spots as crops: each spot's box (y0, x0, y1, x1), its pixels inside it, area, sum and
+    peak of the map there; in raster order of each spot's first pixel."""
 
     boxes: list[tuple[int, int, int, int]]
     masks: list[np.ndarray]
@@ -162,34 +126,37 @@ class _Spots:
     peak: np.ndarray
 
 
-def _cored_spots(m: np.ndarray, cfg: RegionsConfig) -> _Spots:
-    """The spots of :func:`hysteresis_components` that have a core above ``cfg.high``, worked
-    out on each cored component's own box: the same spots, labels, areas and peaks as on
-    the whole map (the cut and the merge only ever join or split pixels of one component),
-    but full-size passes only to label ``m > low`` once and to box its components; spots
-    without a core (the many faint ones of a noisy map) are never cut, merged or measured."""
-    structure = ndimage.generate_binary_structure(2, 2 if cfg.connectivity == 8 else 1)
-    labels, _ = ndimage.label(m > cfg.low, structure=structure)
-    cored = np.unique(labels[m > cfg.high])
-    cored = cored[cored > 0]
-    objects = ndimage.find_objects(labels, max_label=int(cored[-1])) if len(cored) else []
+def _spots(m: np.ndarray, low: float, connectivity: int, relative: float, merge: float,
+           high: float | None = None) -> _Spots:
+    """The spots of :func:`hysteresis_components` (with ``high``: only those of components
+    with a pixel above it), worked out on each component's own box: the cut and the merge
+    only ever split or join pixels of one component, so full-size passes are only to label
+    ``m > low`` once and to box its components; with ``high``, the components without a
+    core (the many faint ones of a noisy map) are never cut, merged or measured."""
+    structure = ndimage.generate_binary_structure(2, 2 if connectivity == 8 else 1)
+    labels, count = ndimage.label(m > low, structure=structure)
+    if high is None:
+        chosen = np.arange(1, count + 1)
+    else:
+        chosen = np.unique(labels[m > high])
+        chosen = chosen[chosen > 0]
+    objects = ndimage.find_objects(labels, max_label=int(chosen[-1])) if len(chosen) else []
     w = m.shape[1]
     found: list[tuple[int, tuple[int, int, int, int], np.ndarray, float, float, float]] = []
-    for c in cored:  # one pass per component with a core (never per pixel)
+    for c in chosen:  # one pass per component (never per pixel)
         ys, xs = objects[c - 1]
         own = labels[ys, xs] == c
         sub = m[ys, xs]
         mask = own
-        if cfg.relative > 0:
-            cut = cfg.relative * float(sub[own].max())
-            if cut > cfg.low:
+        if relative > 0:
+            cut = relative * float(np.float32(sub[own].max()))  # the peak in float32
+            if cut > low:
                 mask = own & (sub > np.float32(cut))
         pieces, n = ndimage.label(mask, structure=structure)
-        if n > 1 and cfg.merge > 0:
-            start, stop = _bounds(pieces)
-            edges = _touching(start, stop, np.arange(n), cfg.merge)
+        if n > 1 and merge > 0:
+            edges = _touching(pieces, merge)
             if len(edges):
-                lut, n = _groups([edges], n)
+                lut, n = _groups(edges, n)
                 pieces = lut[pieces]
         # each piece's first pixel in raster order (the crop's order is the map's)
         ids, first = np.unique(pieces, return_index=True)
@@ -229,7 +196,7 @@ def _ranked(m: np.ndarray, cfg: RegionsConfig) -> tuple[_Spots, float] | None:
     if cfg.threshold == "hysteresis":
         if float(m.max()) <= cfg.high:  # no core anywhere: nothing to label (the usual
             return None                 # answer for an identical or nuisance-only pair)
-        spots = _cored_spots(m, cfg)
+        spots = _spots(m, cfg.low, cfg.connectivity, cfg.relative, cfg.merge, cfg.high)
         # a core above high; the strongest core first
         keep = np.flatnonzero((spots.area >= cfg.min_area) & (spots.peak > cfg.high))
         keep = keep[np.argsort(-spots.peak[keep], kind="stable")][: cfg.max_regions]
