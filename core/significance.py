@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from .metrics import MetricOutput
-from .numeric import ArrayT, argsort_last, band_rows, pool2, sort_last
+from .numeric import ArrayT, argsort_last, band_rows, max_filter, pool2, sort_last
 from .strategies import STRATEGIES, BoundMetric
 
 __all__ = ["SAMPLES", "SIGNIFICANCE_UNIT", "BinnedCurves", "apply_linear_filter",
@@ -43,7 +43,7 @@ _ABS_MEAN, _ABS_SD = 0.7979, 0.6028  # mean and sd of |z| for z ~ N(0, 1)
 #: pixels sampled (a regular grid) for the robust statistics of a level or a curve
 SAMPLES = 8192
 _FIT_SAMPLES = 2048  # pixels sampled to fit the image-wide linear filter (26 coefficients)
-_LUT = 1024  # cells of the uniform grid a fitted curve is looked up on (per key)
+_LUT = 4096  # cells of the uniform grid a fitted curve is looked up on (nearest point)
 
 
 def _opponent(x: torch.Tensor) -> torch.Tensor:
@@ -90,17 +90,7 @@ def _texture(x: torch.Tensor, reach: int) -> torch.Tensor:
     torch.sub(x[..., 1:, :], x[..., : h - 1, :], out=gy[..., : h - 1, :])
     g.mul_(g).addcmul_(gy, gy)
     del gy
-    if reach:  # a separable (2 reach + 1)^2 max filter over what exists at the borders
-        for dim in (-1, -2):
-            n = g.shape[dim]
-            for _ in range(min(reach, n - 1)):  # widen by one pixel each side per pass
-                m = g.clone()
-                torch.maximum(m.narrow(dim, 1, n - 1), g.narrow(dim, 0, n - 1),
-                              out=m.narrow(dim, 1, n - 1))
-                torch.maximum(m.narrow(dim, 0, n - 1), g.narrow(dim, 1, n - 1),
-                              out=m.narrow(dim, 0, n - 1))
-                g = m
-    return _blur(g)
+    return _blur(max_filter(g, reach) if reach else g)
 
 
 def _pair_texture(a: torch.Tensor, b: torch.Tensor, reach: int, mode: str
@@ -159,9 +149,10 @@ def _bin_stat(v: ArrayT, spread: bool, tail: bool, maximum: Callable[[ArrayT, Ar
 
 
 class BinnedCurves:
-    """Equal-count bins of a key (N, Kk, H, W), cut on a subsample, and each pixel's place on
-    a uniform grid of _LUT cells over the bin centres: shared by every curve fitted against
-    the same key, so a curve costs one small sort and two gathers, not a full-size search."""
+    """Equal-count bins of a key (N, Kk, H, W), cut on a subsample, and each pixel's nearest
+    point on a uniform grid of _LUT cells over the bin centres: shared by every curve fitted
+    against the same key, so a curve costs one small sort and one gather, not a full-size
+    search."""
 
     def __init__(self, key: torch.Tensor, bins: int, exclude: torch.Tensor | None = None
                  ) -> None:
@@ -182,9 +173,8 @@ class BinnedCurves:
         c0, span = self.centres[..., :1], self.centres[..., -1:] - self.centres[..., :1]
         steps = torch.linspace(0.0, 1.0, _LUT + 1, device=key.device, dtype=key.dtype)
         self.grid = (c0 + span * steps).contiguous()  # (N, Kk, _LUT + 1)
-        scale = 2.0 / span.clamp_min(1e-12)
-        self.key, self.c0, self.scale = key, c0.reshape(n * kk, 1, 1, 1), scale
-        self.coords: torch.Tensor | None = None  # the whole key's, once asked for
+        self.key, self.c0, self.scale = key, c0, _LUT / span.clamp_min(1e-12)
+        self.cells: torch.Tensor | None = None  # the whole key's, once asked for
         # each grid point's bracketing bin centres and weight: shared by every curve
         hi = torch.searchsorted(self.centres, self.grid).clamp_(1, b - 1)  # exact
         lo = hi - 1
@@ -192,16 +182,12 @@ class BinnedCurves:
         self.lo, self.hi = lo, hi
         self.wgt = ((self.grid - c0g) / (c1g - c0g).clamp_min(1e-12)).clamp_(0.0, 1.0)
 
-    def _coords(self, lo: int, hi: int) -> torch.Tensor:
-        """grid_sample coordinates (N Kk, 1, P, 2) of the key's rows lo:hi: -1 at the first
-        centre, +1 at the last (clamped beyond), 0 on the dummy axis."""
+    def _cells(self, lo: int, hi: int) -> torch.Tensor:
+        """The nearest grid point (N, Kk, P) of each pixel of the key's rows lo:hi (clamped
+        to the grid: constant beyond the first and last centre)."""
         n, kk = self.key.shape[:2]
-        flat = self.key[..., lo:hi, :].reshape(n * kk, 1, -1, 1)
-        coords = flat.new_zeros(n * kk, 1, flat.shape[2], 2)
-        x = coords[..., :1]
-        torch.sub(flat, self.c0, out=x)
-        x.mul_(self.scale.reshape(n * kk, 1, 1, 1)).sub_(1.0).clamp_(-1.0, 1.0)
-        return coords
+        x = (self.key[..., lo:hi, :].reshape(n, kk, -1) - self.c0).mul_(self.scale)
+        return x.add_(0.5).clamp_(0.0, float(_LUT)).long()  # >= 0: truncation rounds
 
     def fit(self, val: torch.Tensor, spread: bool, tail: bool = False) -> torch.Tensor:
         """One robust value per bin (N, K, B) of ``val`` (N, K, H, W); see ``curve``."""
@@ -215,7 +201,8 @@ class BinnedCurves:
 
     def curve(self, val: torch.Tensor, spread: bool, tail: bool = False) -> torch.Tensor:
         """A per-pixel statistic of ``val`` (N, K, H, W) as a function of the key, fitted
-        robustly on the subsample, linear between bin centres (constant beyond them).
+        robustly on the subsample, linear between bin centres (constant beyond them), looked
+        up at the nearest of _LUT + 1 grid points.
 
         ``spread=False``: the bin's median (a tone curve). ``spread=True``: a sigma, the larger
         of 1.4826 * median|val| and q75|val| / 1.15 (both sigma for normal residue; the
@@ -233,20 +220,19 @@ class BinnedCurves:
         s0 = stat.gather(2, lo)
         table = s0 + (stat.gather(2, hi) - s0) * self.wgt  # (N, K, _LUT + 1)
         table[..., -1] = stat[..., -1]  # at and above the last centre (also a single centre)
-        table = table.reshape(n * kk, k // kk, 1, _LUT + 1)
-        h = val.shape[-2]
-        rows = 8 * band_rows(val)  # in bands on the CPU: no full-size coordinates held
+        table = table.view(n, kk, k // kk, _LUT + 1)  # a key's channels share its cells
+        h, w = val.shape[-2:]
+        rows = 8 * band_rows(val)  # in bands on the CPU: no full-size cell indices held
         if rows >= h:
-            if self.coords is None:
-                self.coords = self._coords(0, h)
-            out = F.grid_sample(table, self.coords, mode="bilinear", padding_mode="border",
-                                align_corners=True)  # linear between grid points, one pass
-            return out.view(val.shape)
+            if self.cells is None:
+                self.cells = self._cells(0, h)
+            cells = self.cells[:, :, None].expand(n, kk, k // kk, -1)
+            return table.gather(3, cells).view(val.shape)
         out = torch.empty_like(val)
         for i in range(0, h, rows):
-            band = F.grid_sample(table, self._coords(i, i + rows), mode="bilinear",
-                                 padding_mode="border", align_corners=True)
-            out[..., i : i + rows, :] = band.view(n, k, -1, val.shape[-1])
+            m = min(rows, h - i)
+            cells = self._cells(i, i + m)[:, :, None].expand(n, kk, k // kk, -1)
+            out[..., i : i + m, :] = table.gather(3, cells).view(n, k, m, w)
         return out
 
 
