@@ -19,6 +19,7 @@ supports it (``gain`` per octave), which keeps spots from bleeding into their su
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Annotated, Literal
 
@@ -182,6 +183,19 @@ class BinnedCurves:
         self.lo, self.hi = lo, hi
         self.wgt = ((self.grid - c0g) / (c1g - c0g).clamp_min(1e-12)).clamp_(0.0, 1.0)
 
+    def channel(self, i: int) -> BinnedCurves:
+        """The bins of the key's channel ``i`` alone: the same as ``BinnedCurves`` of that
+        channel (bins are cut per channel; excluded pixels are the same in every channel)."""
+        one = copy.copy(self)
+        pick = slice(i, i + 1)
+        one.order, one.centres = self.order[:, pick], self.centres[:, pick]
+        if self.b > 1:
+            one.grid, one.key, one.c0 = self.grid[:, pick], self.key[:, pick], self.c0[:, pick]
+            one.scale, one.lo, one.hi = self.scale[:, pick], self.lo[:, pick], self.hi[:, pick]
+            one.wgt = self.wgt[:, pick]
+            one.cells = self.cells[:, pick] if self.cells is not None else None
+        return one
+
     def _cells(self, lo: int, hi: int) -> torch.Tensor:
         """The nearest grid point (N, Kk, P) of each pixel of the key's rows lo:hi (clamped
         to the grid: constant beyond the first and last centre)."""
@@ -238,13 +252,19 @@ class BinnedCurves:
 
 def _filter_design(a: torch.Tensor, r: int, step: int) -> torch.Tensor:
     """Rows of the linear model on a regular subsample of (N, C, H, W): the (2r+1)^2
-    neighbours of each sampled pixel (r or more from the border) and a constant, (N, C, S, P)."""
-    h, w = a.shape[-2:]
+    neighbours of each sampled pixel (r or more from the border) and a constant, (N, C, S, P)
+    in float64 (one strided view of the windows, copied once)."""
+    n, c, h, w = a.shape
     ny, nx = len(range(r, h - r, step)), len(range(r, w - r, step))
-    cols = [a[..., dy : dy + (ny - 1) * step + 1 : step, dx : dx + (nx - 1) * step + 1 : step]
-            for dy in range(2 * r + 1) for dx in range(2 * r + 1)]
-    cols.append(torch.ones_like(cols[0]))
-    return torch.stack(cols, dim=-1).reshape(*a.shape[:2], ny * nx, len(cols))
+    k = 2 * r + 1
+    a = a.contiguous()
+    sn, sc, sh, sw = a.stride()
+    windows = a.as_strided((n, c, ny, nx, k, k), (sn, sc, step * sh, step * sw, sh, sw),
+                           a.storage_offset())
+    x = torch.empty(n, c, ny, nx, k * k + 1, dtype=torch.float64, device=a.device)
+    x[..., : k * k].view(n, c, ny, nx, k, k).copy_(windows)
+    x[..., -1] = 1.0
+    return x.view(n, c, ny * nx, k * k + 1)
 
 
 def fit_linear_filter(a: torch.Tensor, b: torch.Tensor, radius: int = 2, iters: int = 3
@@ -260,7 +280,7 @@ def fit_linear_filter(a: torch.Tensor, b: torch.Tensor, radius: int = 2, iters: 
     while r and (h - 2 * r) * (w - 2 * r) < 8 * ((2 * r + 1) ** 2 + 1):
         r -= 1  # a tiny image: a smaller kernel, at least 8 samples per coefficient
     step = max(1, int(((h - 2 * r) * (w - 2 * r) / _FIT_SAMPLES) ** 0.5))
-    x = _filter_design(a, r, step).reshape(n * c, -1, (2 * r + 1) ** 2 + 1).double()
+    x = _filter_design(a, r, step).reshape(n * c, -1, (2 * r + 1) ** 2 + 1)
     y = b[..., r : h - r : step, r : w - r : step].reshape(n * c, -1, 1).double()
     p = x.shape[-1]
     eye = torch.eye(p, dtype=torch.float64, device=x.device)
@@ -380,7 +400,8 @@ def significance_map(
             for side in (tt.narrow(dim, 0, border), tt.narrow(dim, tt.shape[dim] - border, border)):
                 side.copy_(top.expand_as(side))
     t = tt.add_(1e-10).log_()
-    z0 = d.div_(BinnedCurves(t, bins, flat).curve(d, spread=True).clamp_min(floor))
+    noise = BinnedCurves(t, bins, flat)
+    z0 = d.div_(noise.curve(d, spread=True).clamp_min(floor))
     pix = torch.cat([z0, z0.abs().mean(dim=1, keepdim=True), t[:, :1]], dim=1)
     flat_share = flat.float() if flat is not None else None  # pooled with the levels
     abs_sd = _ABS_SD / k**0.5
@@ -394,7 +415,9 @@ def significance_map(
             flat_share = pool2(flat_share) if flat_share is not None else None
         s = _blur(pix[:, : k + 1])
         exclude = flat_share > 0.5 if flat_share is not None else None
-        fit = BinnedCurves(pix[:, k + 1 :], bins, exclude)  # one key per level: all its curves
+        # one key per level, for all its curves (the first level's is the noise fit's first
+        # channel, with the same pixels left out: its bins are those)
+        fit = noise.channel(0) if not level else BinnedCurves(pix[:, k + 1 :], bins, exclude)
         white = _BLUR_GAIN / 2.0**level  # sd of this level's map for white unit noise
         # each level's spread, as a function of texture, measured on the pair
         sm = s[:, :k] / fit.curve(s[:, :k], spread=True, tail=tail).clamp_min(white)

@@ -437,6 +437,29 @@ def test_binned_curves_leave_excluded_pixels_out_of_the_fit() -> None:
     assert float(plain.max()) > 1.0
 
 
+@pytest.mark.parametrize("looked_up_first", [False, True])
+@pytest.mark.parametrize("excluded", [False, True])
+def test_a_binned_curves_channel_equals_binning_that_channel_alone(looked_up_first: bool,
+                                                                   excluded: bool) -> None:
+    """The first pyramid level reuses the noise fit's bins of its first channel: the curves
+    must be exactly those of binning that channel on its own."""
+    from core.significance import BinnedCurves
+
+    gen = torch.Generator().manual_seed(5)
+    key = torch.randn(1, 3, 150, 130, generator=gen)
+    exclude = torch.rand(1, 1, 150, 130, generator=gen) > 0.8 if excluded else None
+    val = torch.randn(1, 3, 150, 130, generator=gen) * (1.0 + key.abs())
+    whole = BinnedCurves(key, 16, exclude)
+    if looked_up_first:  # the whole key's cells already worked out
+        whole.curve(val, spread=True)
+    for i in range(3):
+        alone = BinnedCurves(key[:, i : i + 1].clone(), 16, exclude)
+        for v in (val, val[:, i : i + 1]):
+            for spread, tail in [(False, False), (True, False), (True, True)]:
+                assert torch.equal(whole.channel(i).curve(v, spread, tail),
+                                   alone.curve(v, spread, tail))
+
+
 def test_grey_stored_as_rgb_is_as_significant_as_a_grey_file() -> None:
     """A faint edit on a grey photo: the same map whether the files are L or RGB with three
     equal channels (three channels read ~sqrt(3) lower and could miss it); a tint on the
