@@ -20,8 +20,9 @@ supports it (``gain`` per octave), which keeps spots from bleeding into their su
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -85,8 +86,10 @@ def _texture(x: torch.Tensor, reach: int) -> torch.Tensor:
     """Local gradient energy of each channel of (N, C, H, W), spread over ``reach`` pixels
     (max filter, then blur): residue of blur and resampling reaches beyond the edge itself."""
     h, w = x.shape[-2:]
-    g = torch.zeros_like(x)  # squared forward differences, 0 past the last row/column
-    gy = torch.zeros_like(x)
+    g = torch.empty_like(x)  # squared forward differences, 0 past the last row/column
+    gy = torch.empty_like(x)
+    g[..., :, w - 1 :].zero_()
+    gy[..., h - 1 :, :].zero_()
     torch.sub(x[..., :, 1:], x[..., :, : w - 1], out=g[..., :, : w - 1])
     torch.sub(x[..., 1:, :], x[..., : h - 1, :], out=gy[..., : h - 1, :])
     g.mul_(g).addcmul_(gy, gy)
@@ -149,6 +152,19 @@ def _bin_stat(v: ArrayT, spread: bool, tail: bool, maximum: Callable[[ArrayT, Ar
     return stat
 
 
+def _bin_stats(v: ArrayT, flags: tuple[bool, ...], tail: bool, xp: Any) -> ArrayT:
+    """:func:`_bin_stat` of each channel of ``v`` (N, K, B, per; unsorted) with its own
+    ``spread`` flag; ``xp`` is ``numpy`` or ``torch``, whichever ``v`` belongs to."""
+    sort = functools.partial(np.sort, axis=-1) if xp is np else sort_last
+    if all(flags) or not any(flags):
+        return _bin_stat(sort(xp.abs(v) if flags[0] else v), flags[0], tail, xp.maximum)
+    mask = [[[f]] for f in flags]  # (K, 1, 1): broadcasts over bins and their members
+    mask = np.array(mask) if xp is np else torch.tensor(mask, device=v.device)
+    v = sort(xp.where(mask, xp.abs(v), v))
+    return xp.where(mask[..., 0], _bin_stat(v, True, tail, xp.maximum),
+                    _bin_stat(v, False, tail, xp.maximum))
+
+
 class BinnedCurves:
     """Equal-count bins of a key (N, Kk, H, W), cut on a subsample, and each pixel's nearest
     point on a uniform grid of _LUT cells over the bin centres: shared by every curve fitted
@@ -203,17 +219,20 @@ class BinnedCurves:
         x = (self.key[..., lo:hi, :].reshape(n, kk, -1) - self.c0).mul_(self.scale)
         return x.add_(0.5).clamp_(0.0, float(_LUT)).long()  # >= 0: truncation rounds
 
-    def fit(self, val: torch.Tensor, spread: bool, tail: bool = False) -> torch.Tensor:
-        """One robust value per bin (N, K, B) of ``val`` (N, K, H, W); see ``curve``."""
+    def fit(self, val: torch.Tensor, spread: bool | tuple[bool, ...], tail: bool = False
+            ) -> torch.Tensor:
+        """One robust value per bin (N, K, B) of ``val`` (N, K, H, W); see ``curve``
+        (``spread`` may also be one flag per channel: several curves in one pass)."""
         n, k = val.shape[:2]
         order = self.order.expand(n, k, -1) if self.order.shape[1] != k else self.order
         v = _sample(val).gather(2, order).view(n, k, self.b, self.per)
+        flags = (spread,) * k if isinstance(spread, bool) else spread
         if v.device.type == "cpu":  # small arrays: NumPy's per-call cost is a fraction of torch's
-            return torch.from_numpy(_bin_stat(np.sort(np.abs(v.numpy()) if spread else v.numpy(),
-                                                      axis=-1), spread, tail, np.maximum))
-        return _bin_stat(sort_last(v.abs() if spread else v), spread, tail, torch.maximum)
+            return torch.from_numpy(_bin_stats(v.numpy(), flags, tail, np))
+        return _bin_stats(v, flags, tail, torch)
 
-    def curve(self, val: torch.Tensor, spread: bool, tail: bool = False) -> torch.Tensor:
+    def curve(self, val: torch.Tensor, spread: bool | tuple[bool, ...], tail: bool = False
+              ) -> torch.Tensor:
         """A per-pixel statistic of ``val`` (N, K, H, W) as a function of the key, fitted
         robustly on the subsample, linear between bin centres (constant beyond them), looked
         up at the nearest of _LUT + 1 grid points.
@@ -221,7 +240,8 @@ class BinnedCurves:
         ``spread=False``: the bin's median (a tone curve). ``spread=True``: a sigma, the larger
         of 1.4826 * median|val| and q75|val| / 1.15 (both sigma for normal residue; the
         quantile keeps quantised, mostly-zero residue from reading as noiseless); with ``tail``
-        also q90|val| / 1.645, so heavy-tailed residue widens it.
+        also q90|val| / 1.645, so heavy-tailed residue widens it. One flag per channel:
+        each channel's curve as if asked for alone.
         """
         n, k = val.shape[:2]
         stat = self.fit(val, spread, tail)
@@ -420,9 +440,11 @@ def significance_map(
         fit = noise.channel(0) if not level else BinnedCurves(pix[:, k + 1 :], bins, exclude)
         white = _BLUR_GAIN / 2.0**level  # sd of this level's map for white unit noise
         # each level's spread, as a function of texture, measured on the pair
-        sm = s[:, :k] / fit.curve(s[:, :k], spread=True, tail=tail).clamp_min(white)
+        # (the mean channels' sigmas and the energy's median, in one pass)
+        curves = fit.curve(s, spread=(True,) * k + (False,), tail=tail)
+        sm = s[:, :k] / curves[:, :k].clamp_min(white)
         mean_z = _chi_to_z((sm * sm).sum(dim=1, keepdim=True), k).clamp_min(0)
-        e = s[:, k:] - fit.curve(s[:, k:], spread=False)
+        e = s[:, k:] - curves[:, k:]
         energy_z = (e / fit.curve(e, spread=True, tail=tail).clamp_min(abs_sd * white))
         z = torch.maximum(mean_z, energy_z.clamp_min(0))
         if level:  # coarse evidence only where finer evidence supports it

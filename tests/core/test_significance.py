@@ -460,6 +460,39 @@ def test_a_binned_curves_channel_equals_binning_that_channel_alone(looked_up_fir
                                    alone.curve(v, spread, tail))
 
 
+def test_curves_with_a_flag_per_channel_equal_each_curve_asked_for_alone() -> None:
+    """A level's mean sigmas and energy median come from one pass: each channel exactly
+    as its own curve."""
+    from core.significance import BinnedCurves
+
+    gen = torch.Generator().manual_seed(11)
+    key = torch.randn(1, 1, 120, 140, generator=gen)
+    val = torch.randn(1, 4, 120, 140, generator=gen) * (0.5 + key.sigmoid()) + 0.3 * key
+    fit = BinnedCurves(key, 16)
+    flags = (True, False, True, False)
+    for tail in (False, True):
+        both = fit.curve(val, spread=flags, tail=tail)
+        for i, spread in enumerate(flags):
+            alone = fit.curve(val[:, i : i + 1], spread=spread, tail=tail)
+            assert torch.equal(both[:, i : i + 1], alone)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_map_on_cuda_matches_the_cpu_map() -> None:
+    """The accelerator path (torch sorts and statistics instead of NumPy's) gives the map
+    the CPU gives, up to float rounding."""
+    from skimage import data
+
+    ref = torch.from_numpy(data.astronaut()[:256, :256]).permute(2, 0, 1)[None].float() / 255
+    cand = ref.clone()
+    cand[..., 100:130, 80:120] *= 1.1
+    cpu = significance_map(ref, cand)
+    gpu = significance_map(ref.cuda(), cand.cuda()).cpu()
+    diff = (gpu - cpu).abs().flatten()
+    assert float(diff.quantile(0.99)) < 0.05  # a tie sorted otherwise may move a pixel or two
+    assert float(cpu.max()) > 13 and abs(float(gpu.max()) / float(cpu.max()) - 1) < 0.01
+
+
 def test_grey_stored_as_rgb_is_as_significant_as_a_grey_file() -> None:
     """A faint edit on a grey photo: the same map whether the files are L or RGB with three
     equal channels (three channels read ~sqrt(3) lower and could miss it); a tint on the
