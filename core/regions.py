@@ -12,6 +12,7 @@ spots are cut, merged and measured on the boxes of the components with a core on
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -126,6 +127,54 @@ class _Spots:
     peak: np.ndarray
 
 
+_BLOCK = 8  # side of the blocks a map is first looked at in, for the components with a core
+
+
+def _labelled(mask: np.ndarray, structure: np.ndarray, seeds: np.ndarray | None
+              ) -> Iterator[tuple[slice, slice, np.ndarray]]:
+    """Each component of ``mask`` (with ``seeds``: only those holding a seed pixel) as its
+    box and its pixels in that box."""
+    labels, count = ndimage.label(mask, structure=structure)
+    if seeds is None:
+        chosen = np.arange(1, count + 1)
+    else:
+        chosen = np.unique(labels[seeds])
+        chosen = chosen[chosen > 0]
+    objects = ndimage.find_objects(labels, max_label=int(chosen[-1])) if len(chosen) else []
+    for c in chosen:
+        ys, xs = objects[c - 1]
+        yield ys, xs, labels[ys, xs] == c
+
+
+def _components(m: np.ndarray, low: float, structure: np.ndarray, high: float | None
+                ) -> Iterator[tuple[slice, slice, np.ndarray]]:
+    """The components of ``m > low`` (with ``high``: only those with a pixel above it) as
+    boxes and their pixels in them. With ``high``, the map's _BLOCK-pixel blocks are
+    labelled first (a block is on if its maximum is above ``low``, 8-connected: pixels that
+    touch lie in the same or touching blocks, so each component lies in one group of
+    blocks), and only groups holding a block above ``high`` are labelled pixel by pixel,
+    each on its own box: no full-size labelling of a large map's many faint pixels."""
+    if high is None:
+        yield from _labelled(m > low, structure, None)
+        return
+    h, w = m.shape
+    b = _BLOCK
+    src = m if m.flags.c_contiguous and m.flags.writeable else m.copy()  # torch's terms
+    peak = torch.nn.functional.max_pool2d(torch.from_numpy(src)[None], b, ceil_mode=True)
+    peak = peak[0].numpy()
+    unknown = np.isnan(peak)  # NaN wins a block's max: look inside it (its NaNs are never on)
+    eight = ndimage.generate_binary_structure(2, 2)
+    for bys, bxs, inside in _labelled((peak > low) | unknown, eight, (peak > high) | unknown):
+        ys = slice(bys.start * b, min(bys.stop * b, h))
+        xs = slice(bxs.start * b, min(bxs.stop * b, w))
+        inside = inside.repeat(b, axis=0).repeat(b, axis=1)[: ys.stop - ys.start,
+                                                            : xs.stop - xs.start]
+        sub = m[ys, xs]
+        for fys, fxs, own in _labelled((sub > low) & inside, structure, sub > high):
+            yield (slice(ys.start + fys.start, ys.start + fys.stop),
+                   slice(xs.start + fxs.start, xs.start + fxs.stop), own)
+
+
 def _spots(m: np.ndarray, low: float, connectivity: int, relative: float, merge: float,
            high: float | None = None) -> _Spots:
     """The spots of :func:`hysteresis_components` (with ``high``: only those of components
@@ -134,18 +183,9 @@ def _spots(m: np.ndarray, low: float, connectivity: int, relative: float, merge:
     ``m > low`` once and to box its components; with ``high``, the components without a
     core (the many faint ones of a noisy map) are never cut, merged or measured."""
     structure = ndimage.generate_binary_structure(2, 2 if connectivity == 8 else 1)
-    labels, count = ndimage.label(m > low, structure=structure)
-    if high is None:
-        chosen = np.arange(1, count + 1)
-    else:
-        chosen = np.unique(labels[m > high])
-        chosen = chosen[chosen > 0]
-    objects = ndimage.find_objects(labels, max_label=int(chosen[-1])) if len(chosen) else []
     w = m.shape[1]
     found: list[tuple[int, tuple[int, int, int, int], np.ndarray, float, float, float]] = []
-    for c in chosen:  # one pass per component (never per pixel)
-        ys, xs = objects[c - 1]
-        own = labels[ys, xs] == c
+    for ys, xs, own in _components(m, low, structure, high):  # never per pixel
         sub = m[ys, xs]
         mask = own
         if relative > 0:

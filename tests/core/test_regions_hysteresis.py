@@ -169,15 +169,21 @@ def _reference_regions(m: np.ndarray, cfg: RegionsConfig) -> tuple[list[tuple], 
     return out, np.isin(labels, keep + 1)
 
 
+@pytest.mark.parametrize("shape", [(96, 128), (101, 133)])  # whole blocks, and cut ones
 @pytest.mark.parametrize("seed", range(6))
-def test_regions_worked_out_per_component_equal_the_whole_map_rule(seed: int) -> None:
+def test_regions_worked_out_per_component_equal_the_whole_map_rule(
+        seed: int, shape: tuple[int, int]) -> None:
+    """Components found through blocks and cut per component: exactly the rule applied to
+    the whole map at once with scipy alone."""
     rng = np.random.default_rng(seed)
-    shape = (96, 128)
+    h, w = shape
     m = np.abs(ndimage.gaussian_filter(rng.normal(0, 6, shape), 1.5))  # faint blobs everywhere
     for _ in range(8):  # spots of every strength, some touching, some with holes or plateaus
-        m += _bump(shape, rng.uniform(0, 96), rng.uniform(0, 128), rng.uniform(1.5, 10),
+        m += _bump(shape, rng.uniform(0, h), rng.uniform(0, w), rng.uniform(1.5, 10),
                    rng.uniform(2, 40))
-    m[rng.integers(0, 96), :] += rng.uniform(0, 10)  # a line across: long thin components
+    m[rng.integers(0, h), :] += rng.uniform(0, 10)  # a line across: long thin components
+    m[rng.integers(0, h), rng.integers(0, w)] = 25.0  # a lone core pixel: its own block group
+    m[h - 1, w - 1] = 20.0  # a core in the last, cut block
     m = np.minimum(m, 30.0).astype(np.float32)  # saturated plateaus: ties of peaks
     configs = [_cfg(), _cfg(relative=0.2, merge=1.0), _cfg(relative=0.5, merge=0.0),
                _cfg(relative=0.3, merge=2.0, connectivity=4), _cfg(high=2.0, low=4.0),
@@ -189,3 +195,30 @@ def test_regions_worked_out_per_component_equal_the_whole_map_rule(seed: int) ->
         assert [g[:5] for g in got] == [e[:5] for e in expected], cfg
         np.testing.assert_allclose([g[5:] for g in got], [e[5:] for e in expected], rtol=1e-5)
         np.testing.assert_array_equal(region_mask(m, cfg), mask)
+
+
+def test_a_diagonal_chain_across_block_corners_is_one_region() -> None:
+    """Pixels touching only at corners, where blocks meet only at corners: one component
+    with 8-connectivity, two with 4, as on the whole map."""
+    m = np.zeros((32, 32), np.float32)
+    for i in range(4, 13):  # crosses the corner of the 8x8 blocks at (8, 8)
+        m[i, i] = 20.0
+    assert len(find_regions(m, _cfg(min_area=1))) == 1
+    assert len(find_regions(m, _cfg(min_area=1, connectivity=4))) == 9
+
+
+def test_a_nan_beside_a_spot_does_not_hide_it() -> None:
+    """A NaN wins its block's maximum: the block is still looked into, and the spot found."""
+    m = np.zeros((64, 64), np.float32)
+    m[20:30, 20:30] = 20.0
+    m[21, 21] = np.nan
+    regions = find_regions(m, _cfg(relative=0.0, merge=0.0))
+    assert [(r.x, r.y, r.width, r.height) for r in regions] == [(20, 20, 10, 10)]
+
+
+def test_a_read_only_map_gives_the_same_regions() -> None:
+    m = np.zeros((40, 48), np.float32)
+    m[5:15, 30:40] = 20.0
+    frozen = m.copy()
+    frozen.flags.writeable = False
+    assert find_regions(frozen, _cfg()) == find_regions(m, _cfg())
