@@ -113,8 +113,9 @@ def _pair_texture(a: torch.Tensor, b: torch.Tensor, reach: int, mode: str
         tt = _texture(a[..., lo:hi, :], reach)
         if mode != "ref":
             tb = _texture(b[..., lo:hi, :], reach)
-            if flat is not None:
-                band = ((tb == 0) & (tt > 0)).any(dim=1, keepdim=True)
+            zero = tb == 0 if flat is not None else None
+            if zero is not None and bool(zero.any()):  # (a noisy candidate has none)
+                band = (zero & (tt > 0)).any(dim=1, keepdim=True)
                 flat[..., i : i + rows, :] = band[..., i - lo : i - lo + rows, :]
             tt = torch.minimum(tt, tb, out=tt) if mode == "min" else tt.mul_(tb).sqrt_()
         if out is None:
