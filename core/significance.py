@@ -246,8 +246,8 @@ class BinnedCurves:
         """
         n, k = val.shape[:2]
         stat = self.fit(val, spread, tail)
-        if self.b == 1:
-            return stat.view(n, k, 1, 1).expand_as(val)
+        if self.b == 1:  # (a tiny image) a fresh tensor, as from the gather below
+            return stat.view(n, k, 1, 1).expand_as(val).clone()
         kk = self.centres.shape[1]
         lo, hi = self.lo, self.hi
         if kk != k:
@@ -380,6 +380,25 @@ def _chi_to_z(q: torch.Tensor, k: int) -> torch.Tensor:
     return ((q / k).clamp_min(0).pow(1.0 / 3.0) - (1.0 - v)) / v**0.5
 
 
+def _level_z(pix: torch.Tensor, fit: BinnedCurves, k: int, level: int, tail: bool
+             ) -> torch.Tensor:
+    """One pyramid level's evidence (N, 1, h, w) in z: its mean change (``k`` channels of
+    ``pix``) and its energy (the next), each against its own spread as a function of the
+    level's texture key, both measured on the pair (its temporaries end with the call)."""
+    s = _blur(pix[:, : k + 1])
+    white = _BLUR_GAIN / 2.0**level  # sd of this level's map for white unit noise
+    # the mean channels' sigmas and the energy's median, in one pass
+    curves = fit.curve(s, spread=(True,) * k + (False,), tail=tail)
+    sm = s[:, :k] / curves[:, :k].clamp_min_(white)
+    mean_z = _chi_to_z((sm * sm).sum(dim=1, keepdim=True), k).clamp_min(0)
+    del sm
+    e = s[:, k:] - curves[:, k:]
+    del s, curves
+    abs_sd = _ABS_SD / k**0.5
+    energy_z = e / fit.curve(e, spread=True, tail=tail).clamp_min(abs_sd * white)
+    return torch.maximum(mean_z, energy_z.clamp_min_(0), out=mean_z)
+
+
 def significance_map(
     ref: torch.Tensor, cand: torch.Tensor, *, levels: int = 4, bins: int = 16,
     floor: float = 0.002, gain: float = 1.5, tone: bool = True, reach: int = 2,
@@ -424,9 +443,13 @@ def significance_map(
     noise = BinnedCurves(t, bins, flat)
     z0 = d.div_(noise.curve(d, spread=True).clamp_min(floor))
     pix = torch.cat([z0, z0.abs().mean(dim=1, keepdim=True), t[:, :1]], dim=1)
+    del a, b, d, z0, tt, t  # the levels need only pix (and the noise fit, the first)
     flat_share = flat.float() if flat is not None else None  # pooled with the levels
-    abs_sd = _ABS_SD / k**0.5
     base = pix.shape[-2:]
+    # the first level's key is the noise fit's first channel with the same pixels left out:
+    # its bins are those (the noise fit, and the texture it holds, end with that level)
+    fit = noise.channel(0)
+    del noise
     out: torch.Tensor | None = None
     for level in range(levels):
         if level and min(pix.shape[-2:]) < 2:
@@ -434,20 +457,10 @@ def significance_map(
         if level:
             pix = pool2(pix)
             flat_share = pool2(flat_share) if flat_share is not None else None
-        s = _blur(pix[:, : k + 1])
-        exclude = flat_share > 0.5 if flat_share is not None else None
-        # one key per level, for all its curves (the first level's is the noise fit's first
-        # channel, with the same pixels left out: its bins are those)
-        fit = noise.channel(0) if not level else BinnedCurves(pix[:, k + 1 :], bins, exclude)
-        white = _BLUR_GAIN / 2.0**level  # sd of this level's map for white unit noise
-        # each level's spread, as a function of texture, measured on the pair
-        # (the mean channels' sigmas and the energy's median, in one pass)
-        curves = fit.curve(s, spread=(True,) * k + (False,), tail=tail)
-        sm = s[:, :k] / curves[:, :k].clamp_min(white)
-        mean_z = _chi_to_z((sm * sm).sum(dim=1, keepdim=True), k).clamp_min(0)
-        e = s[:, k:] - curves[:, k:]
-        energy_z = (e / fit.curve(e, spread=True, tail=tail).clamp_min(abs_sd * white))
-        z = torch.maximum(mean_z, energy_z.clamp_min(0))
+            exclude = flat_share > 0.5 if flat_share is not None else None
+            fit = BinnedCurves(pix[:, k + 1 :], bins, exclude)  # one key per level
+        z = _level_z(pix, fit, k, level, tail)
+        del fit
         if level:  # coarse evidence only where finer evidence supports it
             z = F.interpolate(z, size=base, mode="bilinear", align_corners=False)
             capped = torch.minimum(z, out * gain, out=z)
