@@ -271,21 +271,23 @@ class BinnedCurves:
         return out
 
 
-def _filter_design(a: torch.Tensor, r: int, step: int) -> torch.Tensor:
-    """Rows of the linear model on a regular subsample of (N, C, H, W): the (2r+1)^2
-    neighbours of each sampled pixel (r or more from the border) and a constant, (N, C, S, P)
-    in float64 (one strided view of the windows, copied once)."""
+def _filter_design(a: torch.Tensor, b: torch.Tensor, r: int, step: int) -> torch.Tensor:
+    """The linear model of ``b`` on ``a`` (N, C, H, W) at a regular subsample of pixels (r or
+    more from the border), in float64 (neighbouring pixels correlate closely), one row per
+    variable: the (2r+1)^2 neighbours in ``a``, a constant, then ``b`` itself (N * C, P + 1,
+    S), so one batched product gives both the Gram matrix and the right-hand side."""
     n, c, h, w = a.shape
     ny, nx = len(range(r, h - r, step)), len(range(r, w - r, step))
     k = 2 * r + 1
     a = a.contiguous()
     sn, sc, sh, sw = a.stride()
-    windows = a.as_strided((n, c, ny, nx, k, k), (sn, sc, step * sh, step * sw, sh, sw),
+    windows = a.as_strided((n, c, k, k, ny, nx), (sn, sc, sh, sw, step * sh, step * sw),
                            a.storage_offset())
-    x = torch.empty(n, c, ny, nx, k * k + 1, dtype=torch.float64, device=a.device)
-    x[..., : k * k].view(n, c, ny, nx, k, k).copy_(windows)
-    x[..., -1] = 1.0
-    return x.view(n, c, ny * nx, k * k + 1)
+    d = torch.empty(n, c, k * k + 2, ny, nx, dtype=torch.float64, device=a.device)
+    d[:, :, : k * k].view(n, c, k, k, ny, nx).copy_(windows)  # one strided copy
+    d[:, :, k * k] = 1.0
+    d[:, :, k * k + 1] = b[..., r : h - r : step, r : w - r : step]
+    return d.view(n * c, k * k + 2, ny * nx)
 
 
 def fit_linear_filter(a: torch.Tensor, b: torch.Tensor, radius: int = 2, iters: int = 3
@@ -301,30 +303,30 @@ def fit_linear_filter(a: torch.Tensor, b: torch.Tensor, radius: int = 2, iters: 
     while r and (h - 2 * r) * (w - 2 * r) < 8 * ((2 * r + 1) ** 2 + 1):
         r -= 1  # a tiny image: a smaller kernel, at least 8 samples per coefficient
     step = max(1, int(((h - 2 * r) * (w - 2 * r) / _FIT_SAMPLES) ** 0.5))
-    x = _filter_design(a, r, step).reshape(n * c, -1, (2 * r + 1) ** 2 + 1)
-    y = b[..., r : h - r : step, r : w - r : step].reshape(n * c, -1, 1).double()
-    p = x.shape[-1]
-    eye = torch.eye(p, dtype=torch.float64, device=x.device)
-    failed = torch.zeros(n * c, 1, dtype=torch.bool, device=x.device)
-    xw = x
+    d = _filter_design(a, b, r, step)  # (N * C, P + 1, S): the regressors, then b
+    p = d.shape[1] - 1
+    x, y = d[:, :p], d[:, p:]
+    eye = torch.eye(p, dtype=torch.float64, device=d.device)
+    failed = torch.zeros(n * c, 1, dtype=torch.bool, device=d.device)
+    dw = d
     for i in range(max(1, iters)):
-        xt = xw.transpose(1, 2)  # in float64: neighbouring pixels correlate closely
-        gram = torch.bmm(xt, x)
+        g = torch.bmm(dw, d.transpose(1, 2))  # [[X'WX, X'Wy], [y'WX, y'Wy]]
+        gram = g[:, :p, :p]
         ridge = 1e-9 * gram.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-30)[:, None, None]
-        beta, info = torch.linalg.solve_ex(gram + ridge * eye, torch.bmm(xt, y))
+        beta, info = torch.linalg.solve_ex(gram + ridge * eye, g[:, :p, p:])
         failed |= (info != 0)[:, None] | ~beta.isfinite().all(dim=1)
         beta = beta.nan_to_num_(0.0, 0.0, 0.0)
-        res = (y - torch.bmm(x, beta)).abs_()
+        res = (y - torch.bmm(beta.transpose(1, 2), x)).abs_()  # (N * C, 1, S)
         if i + 1 < iters:
-            scale = res.median(dim=1, keepdim=True).values.mul_(_MAD * 1.345).clamp_min(1e-6)
-            xw = x * (scale / res.clamp_min(1e-12)).clamp_(max=1.0)  # Huber: 1 in, c/|r| out
+            scale = res.median(dim=-1, keepdim=True).values.mul_(_MAD * 1.345).clamp_min(1e-6)
+            dw = d * (scale / res.clamp_min(1e-12)).clamp_(max=1.0)  # Huber: 1 in, c/|r| out
     # where the plain difference does at least as well (an identical pair, pure noise), keep
     # it: exact zeros stay zeros
     centre = (p - 1) // 2
-    plain = (y - x[..., centre : centre + 1]).abs_().median(dim=1).values
+    plain = (y - x[:, centre : centre + 1]).abs_().median(dim=-1).values
     identity = torch.zeros_like(beta)
     identity[:, centre] = 1.0
-    keep = failed | (plain <= res.median(dim=1).values)  # also where the solve failed
+    keep = failed | (plain <= res.median(dim=-1).values)  # also where the solve failed
     beta = torch.where(keep[:, None], identity, beta)
     return beta.reshape(n, c, p).to(a.dtype)
 
