@@ -7,6 +7,7 @@ rendering, comparisons and figures all compute these the same way.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal, TypeVar
 
 import numpy as np
@@ -30,6 +31,7 @@ __all__ = [
     "otsu_threshold",
     "pool2",
     "quantile",
+    "radix_argsort",
     "reduce_channels",
     "reflect_index",
     "separable_conv2d",
@@ -231,11 +233,38 @@ def sort_last(x: torch.Tensor) -> torch.Tensor:
 
 
 def argsort_last(x: torch.Tensor) -> torch.Tensor:
-    """Argsort of ``x`` along its last dimension (NumPy's SIMD sort on the CPU, ~6x torch's;
-    ties come in an unspecified order)."""
+    """Argsort of ``x`` along its last dimension; on the CPU float32 by :func:`radix_argsort`,
+    other types by NumPy's sort (~6x torch's). Ties come in a fixed scrambled order, not
+    index order: a run of equal keys (a flat area) split between bins is split evenly over
+    the image, not top rows against bottom ones."""
     if x.device.type != "cpu":
         return x.argsort(dim=-1)
-    return torch.from_numpy(np.argsort(x.detach().numpy(), axis=-1))
+    a = x.detach().numpy()
+    if a.dtype != np.float32:
+        return torch.from_numpy(np.argsort(a, axis=-1))
+    scramble = _scramble(a.shape[-1])
+    return torch.from_numpy(scramble[radix_argsort(a[..., scramble])])
+
+
+@functools.lru_cache(maxsize=16)
+def _scramble(n: int) -> np.ndarray:
+    """A fixed pseudo-random permutation of ``n`` (the same in every run)."""
+    return np.random.default_rng(n).permutation(n)
+
+
+def radix_argsort(a: np.ndarray) -> np.ndarray:
+    """NumPy's stable argsort of float32 ``a`` along its last axis (NaN last), in O(n): the
+    bits mapped to unsigned integers in the same order, then two stable passes over their
+    16-bit halves (NumPy's radix sort). Comparison sorts of a few thousand floats are 2-5x
+    slower, more on CPUs where AVX-512 compress-stores are slow (AMD Zen 4)."""
+    a = a + np.float32(0.0)  # a copy in which -0.0 is 0.0 (they are equal keys)
+    if np.isnan(a).any():
+        a[np.isnan(a)] = np.nan  # one NaN, sorted after +inf
+    u = a.view(np.uint32)
+    key = u ^ np.where(u >> 31 != 0, np.uint32(0xFFFFFFFF), np.uint32(0x80000000))
+    first = np.argsort((key & 0xFFFF).astype(np.uint16), axis=-1, kind="stable")
+    high = np.take_along_axis((key >> 16).astype(np.uint16), first, axis=-1)
+    return np.take_along_axis(first, np.argsort(high, axis=-1, kind="stable"), axis=-1)
 
 
 def squared_error_sum(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
