@@ -190,7 +190,7 @@ def test_radix_argsort_is_numpys_stable_argsort() -> None:
     """Ties (quantised keys), infinities and both signs: the order NumPy's stable sort gives;
     NaN after +inf; any shape, along the last axis."""
     rng = np.random.default_rng(3)
-    for shape in [(5000,), (3, 4096), (2, 3, 257), (1, 1)]:
+    for shape in [(5000,), (3, 4096), (2, 3, 257), (1, 1), (2, 0)]:
         a = (rng.normal(size=shape) * 8).round().astype(np.float32) / 8  # many ties
         a.reshape(-1)[:: 7] = np.inf
         a.reshape(-1)[3:: 11] = -np.inf
