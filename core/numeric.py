@@ -248,8 +248,10 @@ def argsort_last(x: torch.Tensor) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=16)
 def _scramble(n: int) -> np.ndarray:
-    """A fixed pseudo-random permutation of ``n`` (the same in every run)."""
-    return np.random.default_rng(n).permutation(n)
+    """A fixed pseudo-random permutation of ``n`` (the same in every run; read-only, cached)."""
+    perm = np.random.default_rng(n).permutation(n)
+    perm.flags.writeable = False
+    return perm
 
 
 def radix_argsort(a: np.ndarray) -> np.ndarray:
