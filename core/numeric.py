@@ -248,8 +248,11 @@ def argsort_last(x: torch.Tensor) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=16)
 def _scramble(n: int) -> np.ndarray:
-    """A fixed pseudo-random permutation of ``n`` (the same in every run; read-only, cached)."""
-    perm = np.random.default_rng(n).permutation(n)
+    """A fixed scrambled permutation of ``n``, read-only and cached: the order of Knuth's
+    multiplicative hash of the indices (distinct for n < 2**32), so the same in every run and
+    NumPy version (a Generator's stream is not promised across versions)."""
+    hashed = (np.arange(n, dtype=np.uint64) * np.uint64(2654435761)) & np.uint64(0xFFFFFFFF)
+    perm = np.argsort(hashed)
     perm.flags.writeable = False
     return perm
 
@@ -261,7 +264,8 @@ def radix_argsort(a: np.ndarray) -> np.ndarray:
     slower, more on CPUs where AVX-512 compress-stores are slow (AMD Zen 4)."""
     if a.size == 0:
         return np.zeros(a.shape, np.intp)
-    a = a + np.float32(0.0)  # a copy in which -0.0 is 0.0 (they are equal keys)
+    with np.errstate(invalid="ignore"):  # a signalling NaN is just a NaN here
+        a = a + np.float32(0.0)  # a copy in which -0.0 is 0.0 (they are equal keys)
     if np.isnan(a).any():
         a[np.isnan(a)] = np.nan  # one NaN, sorted after +inf
     shape, n = a.shape, a.shape[-1]
