@@ -298,6 +298,9 @@ def fit_linear_filter(a: torch.Tensor, b: torch.Tensor, radius: int = 2, iters: 
     the pixels, do not bend it); the identity where that fits no better or cannot be solved
     (a constant image). A tiny image gets a smaller kernel. Returns (N, C, P) coefficients,
     the offset last."""
+    if a.shape != b.shape or a.ndim != 4:
+        raise ValueError(f"fit_linear_filter takes two (N, C, H, W) tensors of one shape, "
+                         f"got {tuple(a.shape)} and {tuple(b.shape)}")
     n, c, h, w = a.shape
     r = max(0, min(radius, (min(h, w) - 1) // 2))
     while r and (h - 2 * r) * (w - 2 * r) < 8 * ((2 * r + 1) ** 2 + 1):

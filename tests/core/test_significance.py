@@ -366,6 +366,8 @@ def test_linear_filter_on_a_constant_or_tiny_image_is_finite() -> None:
     assert float(m[22:28, 22:28].min()) > float(m[40:, 40:].max()) + 10
     tiny = fit_linear_filter(torch.rand(2, 1, 3, 3), torch.rand(2, 1, 3, 3))
     assert tiny.shape == (2, 1, 2) and tiny.isfinite().all()  # a 1x1 kernel and an offset
+    with pytest.raises(ValueError, match=r"\(1, 3, 8, 8\) and \(1, 1, 8, 8\)"):
+        fit_linear_filter(torch.rand(1, 3, 8, 8), torch.rand(1, 1, 8, 8))  # no broadcasting
 
 
 def test_an_identity_fit_skips_the_filter_and_equals_the_plain_difference(
