@@ -1,5 +1,6 @@
 """Numerical helpers several pipeline steps share: Gaussian windows and blur (separable),
-per-sample quantiles, Otsu's threshold, connected components and channel reduction.
+per-sample quantiles, sorts (a radix argsort), Otsu's threshold, connected components and
+channel reduction.
 
 Written once here so SSIM, the ``smooth``/``clip``/``threshold`` post-processors, regions,
 rendering, comparisons and figures all compute these the same way.
