@@ -267,8 +267,9 @@ def radix_argsort(a: np.ndarray) -> np.ndarray:
         return np.zeros(a.shape, np.intp)
     with np.errstate(invalid="ignore"):  # a signalling NaN is just a NaN here
         a = a + np.float32(0.0)  # a copy in which -0.0 is 0.0 (they are equal keys)
-    if np.isnan(a).any():
-        a[np.isnan(a)] = np.nan  # one NaN, sorted after +inf
+    nan = np.isnan(a)
+    if nan.any():
+        a[nan] = np.nan  # one NaN, sorted after +inf
     shape, n = a.shape, a.shape[-1]
     u = a.view(np.uint32).reshape(-1, n)  # rows; flat indices below (np.take is the fast path)
     key = u ^ ((np.uint32(0) - (u >> np.uint32(31))) | np.uint32(0x80000000))
