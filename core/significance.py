@@ -13,7 +13,8 @@ The normalised residual is then integrated over neighbourhoods of an avg-pool py
 (zero-mean residue cancels, a real change does not) and its mean
 absolute value (changes with no mean shift: mirrored patches, blurred or removed texture).
 Each level's spread is measured robustly on the pair (the residue is spatially correlated),
-so every level's map is a z-score; coarse evidence is shown only where finer evidence
+and along the image's borders (where filters pad in ways no image-wide fit knows) on each
+side's band itself, so every level's map is a z-score; coarse evidence is shown only where finer evidence
 supports it (``gain`` per octave), which keeps spots from bleeding into their surroundings.
 """
 
@@ -123,6 +124,19 @@ def _pair_texture(a: torch.Tensor, b: torch.Tensor, reach: int, mode: str
         out[..., i : i + rows, :] = tt[..., i - lo : i - lo + rows, :]
     assert out is not None
     return out, flat
+
+
+def _base_grid(x: torch.Tensor) -> torch.Tensor:
+    """2x2 means of (N, C, H, W), an odd last row or column completed by reflection (its
+    neighbour: a full footprint, unlike ``pool2``'s), without a padded full-size copy."""
+    h, w = x.shape[-2:]
+    if not (h % 2 or w % 2):
+        return pool2(x)
+    he, we = h - h % 2, w - w % 2
+    rows = [x[..., :he, :]] + ([x[..., h - 2 :, :]] if h % 2 else [])
+    return torch.cat([torch.cat([pool2(r[..., :we])] + ([pool2(r[..., w - 2 :])] if w % 2
+                                                         else []), dim=-1)
+                      for r in rows], dim=-2)
 
 
 def _sample(x: torch.Tensor) -> torch.Tensor:
@@ -367,6 +381,32 @@ def apply_linear_filter(a: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _border_sigma(pairs: list[tuple[torch.Tensor, torch.Tensor]], width: int, tail: bool
+                  ) -> None:
+    """For each (residue, sigma) pair of (N, C, H, W): raise the sigma in each side's band of
+    ``width`` pixels to at least the robust sigma of the residue in that band, per channel,
+    in place. How a filter pads (reflect, replicate, a lost odd row) is unknown, so a band's
+    residue is measured on the band (one sort for all pairs; NumPy on the CPU: small arrays)."""
+    cpu = pairs[0][0].device.type == "cpu"
+    xp: Any = np if cpu else torch
+    sort = functools.partial(np.sort, axis=-1) if cpu else sort_last
+    arrays = [(d.numpy(), sg.numpy()) if cpu else (d, sg) for d, sg in pairs]
+    n, _, h, w = pairs[0][0].shape
+    every = slice(None)
+    rows, cols = (slice(0, width), slice(h - width, h)), (slice(0, width), slice(w - width, w))
+    for sides in (((..., rows[0], every), (..., rows[1], every)),
+                  ((..., every, cols[0]), (..., every, cols[1]))):
+        v = xp.stack([xp.concatenate([d[side].reshape(n, d.shape[1], -1) for d, _ in arrays], 1)
+                      for side in sides], 2)
+        stat = _bin_stat(sort(xp.abs(v)), True, tail, xp.maximum)  # (N, sum of C, 2)
+        c0 = 0
+        for d, sg in arrays:
+            c = d.shape[1]
+            for i, side in enumerate(sides):
+                xp.maximum(sg[side], stat[:, c0 : c0 + c, i, None, None], out=sg[side])
+            c0 += c
+
+
 def _robust_z(x: torch.Tensor, floor_sd: float, centre: bool = True) -> torch.Tensor:
     """Standardise each (sample, channel) of ``x`` by its median and MAD (sd at least
     ``floor_sd``, the value for white noise)."""
@@ -385,8 +425,8 @@ def _chi_to_z(q: torch.Tensor, k: int) -> torch.Tensor:
     return ((q / k).clamp_min(0).pow(1.0 / 3.0) - (1.0 - v)) / v**0.5
 
 
-def _level_z(pix: torch.Tensor, fit: BinnedCurves, k: int, level: int, tail: bool
-             ) -> torch.Tensor:
+def _level_z(pix: torch.Tensor, fit: BinnedCurves, k: int, level: int, tail: bool,
+             border: int = 0) -> torch.Tensor:
     """One pyramid level's evidence (N, 1, h, w) in z: its mean change (``k`` channels of
     ``pix``) and its energy (the next), each against its own spread as a function of the
     level's texture key, both measured on the pair (its temporaries end with the call)."""
@@ -394,13 +434,17 @@ def _level_z(pix: torch.Tensor, fit: BinnedCurves, k: int, level: int, tail: boo
     white = _BLUR_GAIN / 2.0**level  # sd of this level's map for white unit noise
     # the mean channels' sigmas and the energy's median, in one pass
     curves = fit.curve(s, spread=(True,) * k + (False,), tail=tail)
-    sm = s[:, :k] / curves[:, :k].clamp_min_(white)
-    mean_z = _chi_to_z((sm * sm).sum(dim=1, keepdim=True), k).clamp_min(0)
-    del sm
+    sig = curves[:, :k].clamp_min_(white)
     e = s[:, k:] - curves[:, k:]
-    del s, curves
     abs_sd = _ABS_SD / k**0.5
-    energy_z = e / fit.curve(e, spread=True, tail=tail).clamp_min(abs_sd * white)
+    esig = fit.curve(e, spread=True, tail=tail).clamp_min_(abs_sd * white)
+    if border and min(s.shape[-2:]) > 2 * border:  # the border bands: their own sigmas
+        _border_sigma([(s[:, :k], sig), (e, esig)], border, tail)
+    sm = s[:, :k].div_(sig)  # (s is this call's own)
+    del curves, sig
+    mean_z = _chi_to_z(sm.mul_(sm).sum(dim=1, keepdim=True), k).clamp_min(0)
+    del sm, s
+    energy_z = e.div_(esig)
     return torch.maximum(mean_z, energy_z.clamp_min_(0), out=mean_z)
 
 
@@ -423,11 +467,11 @@ def significance_map(
         ref, cand = ref[:, :1], cand[:, :1]
     h, w = ref.shape[-2:]
     a, b = ref.float(), cand.float()
-    he, we = (h - h % 2, w - w % 2) if min(h, w) >= 2 else (h, w)
-    if min(h, w) >= 2:  # the base grid: 2x2 means (edits of interest are >= 8 px) of the
-        # even part: an odd last row or column would be a base pixel of half the footprint,
-        # which no image-wide filter fits (a false spot along that border)
-        a, b = pool2(a[..., :he, :we]), pool2(b[..., :he, :we])
+    he, we = (h + h % 2, w + w % 2) if min(h, w) >= 2 else (h, w)
+    if min(h, w) >= 2:  # the base grid: 2x2 means (edits of interest are >= 8 px); an odd
+        # last row or column is completed by reflection (its neighbour), so every base pixel
+        # has a full footprint and none of the candidate's border rows loses its neighbour
+        a, b = _base_grid(a), _base_grid(b)
     a, b = _opponent(a), _opponent(b)
     # the image-wide linear filter (blur, resampling, gain, offset) explains first
     # (where the plain difference fits as well, the filter is the identity: skipped, exactly)
@@ -439,14 +483,19 @@ def significance_map(
     k = a.shape[1]
     tt, flat = _pair_texture(a, b, reach, texture)
     flat = flat if flat is not None and bool(flat.any()) else None  # usually nothing
-    if border and min(tt.shape[-2:]) > 2 * border:  # filters pad differently at the borders
+    banded = bool(border) and min(tt.shape[-2:]) > 2 * border
+    if banded:  # filters pad differently at the borders
         top = tt.amax(dim=(-2, -1), keepdim=True)
         for dim in (-2, -1):
             for side in (tt.narrow(dim, 0, border), tt.narrow(dim, tt.shape[dim] - border, border)):
                 side.copy_(top.expand_as(side))
     t = tt.add_(1e-10).log_()
     noise = BinnedCurves(t, bins, flat)
-    z0 = d.div_(noise.curve(d, spread=True).clamp_min(floor))
+    sigma = noise.curve(d, spread=True).clamp_min_(floor)
+    if banded:
+        _border_sigma([(d, sigma)], border, tail)
+    z0 = d.div_(sigma)
+    del sigma
     pix = torch.cat([z0, z0.abs().mean(dim=1, keepdim=True), t[:, :1]], dim=1)
     del a, b, d, z0, tt, t  # the levels need only pix (and the noise fit, the first)
     flat_share = flat.float() if flat is not None else None  # pooled with the levels
@@ -464,7 +513,7 @@ def significance_map(
             flat_share = pool2(flat_share) if flat_share is not None else None
             exclude = flat_share > 0.5 if flat_share is not None else None
             fit = BinnedCurves(pix[:, k + 1 :], bins, exclude)  # one key per level
-        z = _level_z(pix, fit, k, level, tail)
+        z = _level_z(pix, fit, k, level, tail, border if banded else 0)
         del fit
         if level:  # coarse evidence only where finer evidence supports it
             z = F.interpolate(z, size=base, mode="bilinear", align_corners=False)
@@ -475,8 +524,8 @@ def significance_map(
     assert out is not None
     if out.shape[-2:] != (he, we):
         out = F.interpolate(out, size=(he, we), mode="bilinear", align_corners=False)
-    if (he, we) != (h, w):  # the odd last row or column: its neighbour's value
-        out = F.pad(out, (0, w - we, 0, h - he), mode="replicate")
+    if (he, we) != (h, w):  # less the reflected row or column
+        out = out[..., :h, :w].contiguous()
     return out
 
 

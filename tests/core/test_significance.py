@@ -518,19 +518,22 @@ def test_grey_stored_as_rgb_is_as_significant_as_a_grey_file() -> None:
     assert any(r.x <= 120 <= r.x + r.width and r.y <= 120 <= r.y + r.height for r in found)
 
 
-def test_an_odd_last_row_or_column_does_not_enter_the_map(coffee: np.ndarray) -> None:
-    # a base pixel over one row instead of two fits no image-wide filter: the map is the even
-    # part's, its odd last row and column copy their neighbours
-    ref = coffee[:101, :131]
-    cand = ndimage.gaussian_filter(ref.astype(np.float32), (1.5, 1.5, 0), mode="reflect")
-    cand = np.clip(cand.round(), 0, 255).astype(np.uint8)
-
+def test_an_odd_sized_blurred_photo_gets_no_false_spot_along_its_borders(coffee: np.ndarray
+                                                                        ) -> None:
+    # the candidate's last row was blurred with its neighbour: dropping the odd row made a
+    # false spot along the bottom (12.9-19.6 sigmas); completed by reflection and with each
+    # border band's residue measured on the band, the borders stay below the regions' core
     def to(x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1)[None].float() / 255
 
-    odd = significance_map(to(ref), to(cand))[0, 0]
-    even = significance_map(to(ref[:100, :130]), to(cand[:100, :130]))[0, 0]
-    assert odd.shape == (101, 131)
-    torch.testing.assert_close(odd[:100, :130], even, rtol=0, atol=0)
-    torch.testing.assert_close(odd[100, :130], even[99])
-    torch.testing.assert_close(odd[:100, 130], even[:, 129])
+    high = RegionsConfig(threshold="hysteresis").high
+    for h, w in ((341, 512), (101, 131), (400, 599)):
+        ref = coffee[:h, :w]
+        for sigma in (1.0, 1.5):
+            cand = ndimage.gaussian_filter(ref.astype(np.float32), (sigma, sigma, 0),
+                                           mode="reflect")
+            cand = np.clip(cand.round(), 0, 255).astype(np.uint8)
+            m = significance_map(to(ref), to(cand))[0, 0].numpy()
+            assert m.shape == (h, w)
+            edges = max(m[-6:].max(), m[:, -6:].max(), m[:6].max(), m[:, :6].max())
+            assert edges < high * 0.75, (h, w, sigma, edges)
