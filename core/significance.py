@@ -14,8 +14,9 @@ The normalised residual is then integrated over neighbourhoods of an avg-pool py
 absolute value (changes with no mean shift: mirrored patches, blurred or removed texture).
 Each level's spread is measured robustly on the pair (the residue is spatially correlated),
 and along the image's borders (where filters pad in ways no image-wide fit knows) on each
-side's band itself, so every level's map is a z-score; coarse evidence is shown only where finer evidence
-supports it (``gain`` per octave), which keeps spots from bleeding into their surroundings.
+side's band itself, so every level's map is a z-score; coarse evidence is shown only where
+finer evidence supports it (``gain`` per octave), which keeps spots from bleeding into their
+surroundings.
 """
 
 from __future__ import annotations
