@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -45,7 +44,7 @@ _MAD = 1.4826  # MAD -> standard deviation of a normal distribution
 _BLUR_GAIN = 0.375  # sd gain of the 2-D [1, 2, 1] / 4 blur on white noise (6/16 per axis)
 _ABS_MEAN, _ABS_SD = 0.7979, 0.6028  # mean and sd of |z| for z ~ N(0, 1)
 #: pixels sampled (a regular grid) for the robust statistics of a level or a curve
-SAMPLES = 8192
+SAMPLES = 4096
 _FIT_SAMPLES = 2048  # pixels sampled to fit the image-wide linear filter (26 coefficients)
 _LUT = 4096  # cells of the uniform grid a fitted curve is looked up on (nearest point)
 
@@ -156,29 +155,33 @@ def _order_stat(v: ArrayT, q: float) -> ArrayT:
     return v[..., lo] + (v[..., hi] - v[..., lo]) * (pos - lo)
 
 
-def _bin_stat(v: ArrayT, spread: bool, tail: bool, maximum: Callable[[ArrayT, ArrayT], ArrayT]
-              ) -> ArrayT:
-    """Per bin of ``v`` (sorted along its last axis; NumPy or torch): the median, or with
-    ``spread`` the robust sigma of :meth:`BinnedCurves.curve`."""
+def _bin_stat(v: ArrayT, spread: bool, tail: bool, xp: Any, cap: float = 0.0) -> ArrayT:
+    """Per bin of ``v`` (sorted along its last axis; ``xp``: NumPy or torch): the median, or
+    with ``spread`` the robust sigma of :meth:`BinnedCurves.curve` (``cap``: its floor)."""
     if not spread:
         return v[..., (v.shape[-1] - 1) // 2]  # the (lower) median, as torch.median
-    stat = maximum(_order_stat(v, 0.5) * _MAD, _order_stat(v, 0.75) / 1.1503)
+    stat = xp.maximum(_order_stat(v, 0.5) * _MAD, _order_stat(v, 0.75) / 1.1503)
     if tail:  # heavier-than-normal tails widen the sigma (q90 of |normal| = 1.645 sigma)
-        stat = maximum(stat, _order_stat(v, 0.9) / 1.6449)
+        q90 = _order_stat(v, 0.9) / 1.6449
+        if cap:  # where the bulk is below the floor (an exact pair's untouched pixels), a tail
+            # above 3x the floor is edits making up a tenth of the bin, not noise
+            q90 = xp.where(stat < cap, xp.minimum(q90, 3.0 * cap), q90)
+        stat = xp.maximum(stat, q90)
     return stat
 
 
-def _bin_stats(v: ArrayT, flags: tuple[bool, ...], tail: bool, xp: Any) -> ArrayT:
+def _bin_stats(v: ArrayT, flags: tuple[bool, ...], tail: bool, xp: Any, cap: float = 0.0
+               ) -> ArrayT:
     """:func:`_bin_stat` of each channel of ``v`` (N, K, B, per; unsorted) with its own
     ``spread`` flag; ``xp`` is ``numpy`` or ``torch``, whichever ``v`` belongs to."""
     sort = functools.partial(np.sort, axis=-1) if xp is np else sort_last
     if all(flags) or not any(flags):
-        return _bin_stat(sort(xp.abs(v) if flags[0] else v), flags[0], tail, xp.maximum)
+        return _bin_stat(sort(xp.abs(v) if flags[0] else v), flags[0], tail, xp, cap)
     mask = [[[f]] for f in flags]  # (K, 1, 1): broadcasts over bins and their members
     mask = np.array(mask) if xp is np else torch.tensor(mask, device=v.device)
     v = sort(xp.where(mask, xp.abs(v), v))
-    return xp.where(mask[..., 0], _bin_stat(v, True, tail, xp.maximum),
-                    _bin_stat(v, False, tail, xp.maximum))
+    return xp.where(mask[..., 0], _bin_stat(v, True, tail, xp, cap),
+                    _bin_stat(v, False, tail, xp, cap))
 
 
 class BinnedCurves:
@@ -235,8 +238,8 @@ class BinnedCurves:
         x = (self.key[..., lo:hi, :].reshape(n, kk, -1) - self.c0).mul_(self.scale)
         return x.add_(0.5).clamp_(0.0, float(_LUT)).long()  # >= 0: truncation rounds
 
-    def fit(self, val: torch.Tensor, spread: bool | tuple[bool, ...], tail: bool = False
-            ) -> torch.Tensor:
+    def fit(self, val: torch.Tensor, spread: bool | tuple[bool, ...], tail: bool = False,
+            cap: float = 0.0) -> torch.Tensor:
         """One robust value per bin (N, K, B) of ``val`` (N, K, H, W); see ``curve``
         (``spread`` may also be one flag per channel: several curves in one pass)."""
         n, k = val.shape[:2]
@@ -244,11 +247,11 @@ class BinnedCurves:
         v = _sample(val).gather(2, order).view(n, k, self.b, self.per)
         flags = (spread,) * k if isinstance(spread, bool) else spread
         if v.device.type == "cpu":  # small arrays: NumPy's per-call cost is a fraction of torch's
-            return torch.from_numpy(_bin_stats(v.numpy(), flags, tail, np))
-        return _bin_stats(v, flags, tail, torch)
+            return torch.from_numpy(_bin_stats(v.numpy(), flags, tail, np, cap))
+        return _bin_stats(v, flags, tail, torch, cap)
 
-    def curve(self, val: torch.Tensor, spread: bool | tuple[bool, ...], tail: bool = False
-              ) -> torch.Tensor:
+    def curve(self, val: torch.Tensor, spread: bool | tuple[bool, ...], tail: bool = False,
+              cap: float = 0.0) -> torch.Tensor:
         """A per-pixel statistic of ``val`` (N, K, H, W) as a function of the key, fitted
         robustly on the subsample, linear between bin centres (constant beyond them), looked
         up at the nearest of _LUT + 1 grid points.
@@ -256,11 +259,13 @@ class BinnedCurves:
         ``spread=False``: the bin's median (a tone curve). ``spread=True``: a sigma, the larger
         of 1.4826 * median|val| and q75|val| / 1.15 (both sigma for normal residue; the
         quantile keeps quantised, mostly-zero residue from reading as noiseless); with ``tail``
-        also q90|val| / 1.645, so heavy-tailed residue widens it. One flag per channel:
-        each channel's curve as if asked for alone.
+        also q90|val| / 1.645, so heavy-tailed residue widens it, except that in bins whose
+        bulk is below ``cap`` (the sigma's floor: an exact pair) the tail adds at most 3x
+        ``cap`` (a strong edit filling a tenth of a bin otherwise set its sigma and cut its
+        own map 100-fold). One flag per channel: each channel's curve as if asked for alone.
         """
         n, k = val.shape[:2]
-        stat = self.fit(val, spread, tail)
+        stat = self.fit(val, spread, tail, cap)
         if self.b == 1:  # (a tiny image) a fresh tensor, as from the gather below
             return stat.view(n, k, 1, 1).expand_as(val).clone()
         kk = self.centres.shape[1]
@@ -399,7 +404,7 @@ def _border_sigma(pairs: list[tuple[torch.Tensor, torch.Tensor]], width: int, ta
                   ((..., every, cols[0]), (..., every, cols[1]))):
         v = xp.stack([xp.concatenate([d[side].reshape(n, d.shape[1], -1) for d, _ in arrays], 1)
                       for side in sides], 2)
-        stat = _bin_stat(sort(xp.abs(v)), True, tail, xp.maximum)  # (N, sum of C, 2)
+        stat = _bin_stat(sort(xp.abs(v)), True, tail, xp)  # (N, sum of C, 2)
         c0 = 0
         for d, sg in arrays:
             c = d.shape[1]
@@ -434,11 +439,11 @@ def _level_z(pix: torch.Tensor, fit: BinnedCurves, k: int, level: int, tail: boo
     s = _blur(pix[:, : k + 1])
     white = _BLUR_GAIN / 2.0**level  # sd of this level's map for white unit noise
     # the mean channels' sigmas and the energy's median, in one pass
-    curves = fit.curve(s, spread=(True,) * k + (False,), tail=tail)
+    curves = fit.curve(s, spread=(True,) * k + (False,), tail=tail, cap=white)
     sig = curves[:, :k].clamp_min_(white)
     e = s[:, k:] - curves[:, k:]
     abs_sd = _ABS_SD / k**0.5
-    esig = fit.curve(e, spread=True, tail=tail).clamp_min_(abs_sd * white)
+    esig = fit.curve(e, spread=True, tail=tail, cap=abs_sd * white).clamp_min_(abs_sd * white)
     if border and min(s.shape[-2:]) > 2 * border:  # the border bands: their own sigmas
         _border_sigma([(s[:, :k], sig), (e, esig)], border, tail)
     sm = s[:, :k].div_(sig)  # (s is this call's own)

@@ -405,6 +405,27 @@ def test_a_pasted_patch_is_one_region_covering_it(astronaut: np.ndarray,
     assert _box_iou(regions[0], (300, 100, 60, 60)) > 0.85
 
 
+@pytest.mark.parametrize("source", [(350, 100), (400, 400), (200, 50)])
+def test_a_strong_edit_on_an_exact_pair_reads_evenly(astronaut: np.ndarray,
+                                                     source: tuple[int, int]) -> None:
+    """Nothing but a pasted patch differs: the patch filled a tenth of some texture bins, whose
+    tails then set the sigma there, so its map varied ~100-fold inside (parts of it cut away
+    as 'weak beside a strong spot'); the tail is capped where the bulk is exact."""
+    sy, sx = source
+    cand = astronaut.copy()
+    cand[100:160, 300:360] = astronaut[sy : sy + 60, sx : sx + 60]
+
+    def to(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(x).permute(2, 0, 1)[None].float().div(255).contiguous()
+
+    m = significance_map(to(astronaut), to(cand))[0, 0].numpy()
+    inside = m[104:156, 304:356]  # (the patch less its outermost pixels)
+    assert np.percentile(inside, 10) > inside.max() / 20
+    outside = m.copy()
+    outside[92:168, 292:368] = 0
+    assert outside.max() == 0  # an exact pair: nothing elsewhere
+
+
 @pytest.mark.parametrize("side", [40, 200])
 def test_a_large_solid_fill_is_found_whole_not_as_its_outline(astronaut: np.ndarray,
                                                               side: int) -> None:
