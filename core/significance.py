@@ -46,6 +46,10 @@ _ABS_MEAN, _ABS_SD = 0.7979, 0.6028  # mean and sd of |z| for z ~ N(0, 1)
 #: pixels sampled (a regular grid) for the robust statistics of a level or a curve
 SAMPLES = 4096
 _FIT_SAMPLES = 2048  # pixels sampled to fit the image-wide linear filter (26 coefficients)
+#: the tone curve's bins take the median over a grid of _TONE_BLOCKS^2 image blocks: a large
+#: local edit (a quarter of the image) otherwise became its luminance bins' tone (4 chosen on
+#: the tuning half over 2)
+_TONE_BLOCKS = 4
 _LUT = 4096  # cells of the uniform grid a fitted curve is looked up on (nearest point)
 
 
@@ -184,6 +188,27 @@ def _bin_stats(v: ArrayT, flags: tuple[bool, ...], tail: bool, xp: Any, cap: flo
                     _bin_stat(v, False, tail, xp, cap))
 
 
+def _block_median(v: np.ndarray, block: np.ndarray, blocks: int) -> np.ndarray:
+    """Per bin of ``v`` (N, K, B, per) whose members lie in spatial blocks ``block`` (N, 1, B,
+    per; 0 .. blocks - 1): the (lower) median over the blocks holding at least 4 of its members
+    of each block's own median, else the bin's median. A change confined to a few blocks (a
+    local edit) does not move it, one in every block (an image-wide tone change) does."""
+    lo = v.min(axis=-1, keepdims=True)
+    span = np.maximum(v.max(axis=-1, keepdims=True) - lo, 1e-30)
+    # grouped by block, then by value (the values themselves gathered: exact zeros stay zeros)
+    grouped = np.take_along_axis(v, np.argsort((v - lo) / span * 0.5 + block, axis=-1), -1)
+    ids = np.arange(blocks)
+    counts = (block[..., None] == ids).sum(axis=-2)  # (N, 1, B, blocks)
+    mid = np.maximum(np.cumsum(counts, axis=-1) - counts + (counts - 1) // 2, 0)
+    med = np.take_along_axis(grouped, np.broadcast_to(mid, (*v.shape[:3], blocks)), axis=-1)
+    med = np.where(counts >= 4, med, np.inf)
+    valid = (counts >= 4).sum(axis=-1)  # (N, 1, B)
+    pick = np.broadcast_to(np.maximum(valid - 1, 0) // 2, v.shape[:3])[..., None]
+    out = np.take_along_axis(np.sort(med, axis=-1), pick, axis=-1)[..., 0]
+    whole = np.sort(v, axis=-1)[..., (v.shape[-1] - 1) // 2]
+    return np.where(valid > 0, out, whole).astype(v.dtype)
+
+
 class BinnedCurves:
     """Equal-count bins of a key (N, Kk, H, W), cut on a subsample, and each pixel's nearest
     point on a uniform grid of _LUT cells over the bin centres: shared by every curve fitted
@@ -239,19 +264,28 @@ class BinnedCurves:
         return x.add_(0.5).clamp_(0.0, float(_LUT)).long()  # >= 0: truncation rounds
 
     def fit(self, val: torch.Tensor, spread: bool | tuple[bool, ...], tail: bool = False,
-            cap: float = 0.0) -> torch.Tensor:
+            cap: float = 0.0, blocks: int = 0) -> torch.Tensor:
         """One robust value per bin (N, K, B) of ``val`` (N, K, H, W); see ``curve``
         (``spread`` may also be one flag per channel: several curves in one pass)."""
         n, k = val.shape[:2]
         order = self.order.expand(n, k, -1) if self.order.shape[1] != k else self.order
         v = _sample(val).gather(2, order).view(n, k, self.b, self.per)
+        if blocks and spread is False:  # medians across a blocks x blocks grid of the image
+            h, w = val.shape[-2:]
+            step = max(1, int((h * w / SAMPLES) ** 0.5))
+            ny, nx = len(range(0, h, step)), len(range(0, w, step))
+            i = np.arange(ny * nx)
+            where = (i // nx * blocks // ny) * blocks + (i % nx) * blocks // nx
+            block = where[self.order[:, :1].cpu().numpy()].reshape(n, 1, self.b, self.per)
+            med = _block_median(v.cpu().numpy(), block, blocks * blocks)
+            return torch.from_numpy(med).to(val.device)
         flags = (spread,) * k if isinstance(spread, bool) else spread
         if v.device.type == "cpu":  # small arrays: NumPy's per-call cost is a fraction of torch's
             return torch.from_numpy(_bin_stats(v.numpy(), flags, tail, np, cap))
         return _bin_stats(v, flags, tail, torch, cap)
 
     def curve(self, val: torch.Tensor, spread: bool | tuple[bool, ...], tail: bool = False,
-              cap: float = 0.0) -> torch.Tensor:
+              cap: float = 0.0, blocks: int = 0) -> torch.Tensor:
         """A per-pixel statistic of ``val`` (N, K, H, W) as a function of the key, fitted
         robustly on the subsample, linear between bin centres (constant beyond them), looked
         up at the nearest of _LUT + 1 grid points.
@@ -265,7 +299,7 @@ class BinnedCurves:
         own map 100-fold). One flag per channel: each channel's curve as if asked for alone.
         """
         n, k = val.shape[:2]
-        stat = self.fit(val, spread, tail, cap)
+        stat = self.fit(val, spread, tail, cap, blocks)
         if self.b == 1:  # (a tiny image) a fresh tensor, as from the gather below
             return stat.view(n, k, 1, 1).expand_as(val).clone()
         kk = self.centres.shape[1]
@@ -485,10 +519,14 @@ def significance_map(
     filtered = beta is not None and not _is_identity(beta)
     d = b - (apply_linear_filter(a, beta) if filtered else a)
     if tone:  # then an image-wide tone change (and clipping at black or white)
-        d = d.sub_(BinnedCurves(a[:, :1], max(1, bins // 2)).curve(d, spread=False))
+        tone_fit = BinnedCurves(a[:, :1], max(1, bins // 2))
+        d = d.sub_(tone_fit.curve(d, spread=False, blocks=_TONE_BLOCKS))
     k = a.shape[1]
     tt, flat = _pair_texture(a, b, reach, texture)
     flat = flat if flat is not None and bool(flat.any()) else None  # usually nothing
+    if flat is not None and reach:  # with the ring inside it, where the candidate's texture
+        # is the blurred trace of the fill's edge (the lowest keys, held by the fill's pixels)
+        flat = max_filter(flat.to(a.dtype), reach + 1) > 0
     banded = bool(border) and min(tt.shape[-2:]) > 2 * border
     if banded:  # filters pad differently at the borders
         top = tt.amax(dim=(-2, -1), keepdim=True)

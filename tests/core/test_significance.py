@@ -8,6 +8,7 @@ and batches all work.
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 import pytest
@@ -558,3 +559,40 @@ def test_an_odd_sized_blurred_photo_gets_no_false_spot_along_its_borders(coffee:
             assert m.shape == (h, w)
             edges = max(m[-6:].max(), m[:, -6:].max(), m[:6].max(), m[:, :6].max())
             assert edges < high * 0.75, (h, w, sigma, edges)
+
+
+def test_block_median_matches_a_per_block_loop() -> None:
+    """The tone curve's median over blocks, cross-checked against plain per-group medians."""
+    from core.significance import _block_median
+
+    rng = np.random.default_rng(3)
+    v = rng.normal(size=(1, 2, 5, 200)).astype(np.float32)
+    block = rng.integers(0, 16, size=(1, 1, 5, 200))
+    block[0, 0, 4] = 0  # one bin whose members all lie in one block
+    block[0, 0, 3, :190] = rng.integers(0, 2, size=190)  # few members outside blocks 0-1
+    got = _block_median(v, block, 16)
+    for c in range(2):
+        for j in range(5):
+            meds = [np.sort(v[0, c, j][block[0, 0, j] == g])[(k - 1) // 2]
+                    for g in range(16) if (k := int((block[0, 0, j] == g).sum())) >= 4]
+            expect = np.sort(meds)[(len(meds) - 1) // 2]
+            assert got[0, c, j] == pytest.approx(expect, abs=1e-5), (c, j)
+
+
+@pytest.mark.parametrize("crop, box", [
+    (np.s_[:, :], (89, 345, 164, 420)),  # a quarter of coffee: a 256² red square
+    (np.s_[37:293, 28:284], (8, 72, 39, 103)),  # a 64² square on a 256² crop
+    (np.s_[150:278, 200:328], (42, 84, 42, 84)),  # a 42² square on a 128² crop
+])
+def test_a_large_fill_or_a_small_image_gives_one_region_on_the_edit(
+        coffee: np.ndarray, astronaut: np.ndarray, crop: Any, box: tuple[int, ...]) -> None:
+    """A large share of the image edited: it must not become the image's tone (regions on
+    unchanged pixels, the edit read at 2 sigma), nor fill the flattest noise bins."""
+    photo = coffee if box[3] - box[2] == 256 else astronaut
+    a = np.ascontiguousarray(photo[crop])
+    y0, y1, x0, x1 = box
+    c = a.copy()
+    c[y0:y1, x0:x1] = (255, 0, 0)
+    regions = _regions(a, c)
+    assert len(regions) == 1
+    assert _box_iou(regions[0], (x0, y0, x1 - x0, y1 - y0)) > 0.8
