@@ -11,6 +11,8 @@ Rules, in one place:
 - Alpha is composited over black (colour premultiplied by alpha), then dropped,
   so a change in transparency shows as a change in colour.
 - Animated images: the first frame is used.
+- Files and bytes are turned as viewers show them (the EXIF orientation tag is applied, the
+  way a phone's rotated JPEG is displayed); PIL images and arrays are taken as they are.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageDecodeError, InputError, PairingError, ShapeMismatchError
 
@@ -167,6 +169,7 @@ def _open(src: Any, limits: Limits | None, what: str) -> np.ndarray:
             _check_header(img, limits, what)
             img.seek(0)
             img.load()
+            ImageOps.exif_transpose(img, in_place=True)  # (no tag: nothing done)
             return _pil_to_array(img)
     except UnidentifiedImageError:
         raise ImageDecodeError(f"{what}: not a decodable image") from None

@@ -89,6 +89,28 @@ def test_jpeg_files_load(chelsea, tmp_path) -> None:
         assert np.abs(got.astype(int) - chelsea).mean() < 3
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "TIFF"])
+def test_the_exif_orientation_is_applied_as_viewers_do(chelsea, tmp_path, fmt) -> None:
+    # a phone stores the sensor's pixels and a tag saying "rotate 90 degrees clockwise to view"
+    stored = Image.fromarray(chelsea).transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: the viewer turns it 90 degrees clockwise
+    buf = io.BytesIO()
+    stored.save(buf, format=fmt, exif=exif, **({"quality": 95} if fmt == "JPEG" else {}))
+    for got in (decode_image(buf.getvalue()), load_image(save_bytes(buf, tmp_path, fmt))):
+        assert got.shape == chelsea.shape
+        assert np.abs(got.astype(int) - chelsea).mean() < 3
+    untagged = io.BytesIO()
+    stored.save(untagged, format=fmt)
+    assert decode_image(untagged.getvalue()).shape == (chelsea.shape[1], chelsea.shape[0], 3)
+
+
+def save_bytes(buf: io.BytesIO, tmp_path: Path, fmt: str) -> Path:
+    path = tmp_path / f"tagged.{fmt.lower()}"
+    path.write_bytes(buf.getvalue())
+    return path
+
+
 def test_uint16_is_scaled_by_its_range(finder, camera, tmp_path) -> None:
     """A 16-bit PNG (PIL mode I;16), a uint16 array and the 8-bit photo give one map."""
     camera = camera[100:300, 150:400]
