@@ -18,6 +18,7 @@ Rules, in one place:
 from __future__ import annotations
 
 import io
+import re
 import threading
 import warnings
 from collections.abc import Sequence
@@ -147,10 +148,12 @@ def open_header(src: Any, limits: Limits | None = None, what: str = "image") -> 
             with warnings.catch_warnings():  # sizes are checked here, not by a warning
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 img = Image.open(src)
-        except Image.DecompressionBombError as exc:
+        except Image.DecompressionBombError as exc:  # past twice the guard: no image object
             limit = cap if cap is not None else guard
-            raise InputError(f"{what}: refused as a decompression bomb: the image exceeds the "
-                             f"limit of {limit} pixels ({exc})", limit="max_pixels") from None
+            claim = re.search(r"\((\d+) pixels\)", str(exc))  # Pillow names the pixel count
+            claimed = f"its header claims {claim[1]} pixels" if claim else "it is too large"
+            raise InputError(f"{what}: refused as a decompression bomb: {claimed}, over the "
+                             f"limit of {limit}", limit="max_pixels") from None
         finally:
             Image.MAX_IMAGE_PIXELS = guard
     w, h = img.size
