@@ -421,12 +421,12 @@ def apply_linear_filter(a: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _border_sigma(pairs: list[tuple[torch.Tensor, torch.Tensor]], width: int, tail: bool
-                  ) -> None:
+def _border_sigma(pairs: list[tuple[torch.Tensor, torch.Tensor]], width: int) -> None:
     """For each (residue, sigma) pair of (N, C, H, W): raise the sigma in each side's band of
-    ``width`` pixels to at least the robust sigma of the residue in that band, per channel,
-    in place. How a filter pads (reflect, replicate, a lost odd row) is unknown, so a band's
-    residue is measured on the band (one sort for all pairs; NumPy on the CPU: small arrays)."""
+    ``width`` pixels to at least the robust sigma of the residue in that band (1.4826 x its
+    median |residue|: an edit along up to half a side leaves it), per channel, in place. How
+    a filter pads (reflect, replicate, a lost odd row) is unknown, so a band's residue is
+    measured on the band (one sort for all pairs; NumPy on the CPU: small arrays)."""
     cpu = pairs[0][0].device.type == "cpu"
     xp: Any = np if cpu else torch
     sort = functools.partial(np.sort, axis=-1) if cpu else sort_last
@@ -438,7 +438,18 @@ def _border_sigma(pairs: list[tuple[torch.Tensor, torch.Tensor]], width: int, ta
                   ((..., every, cols[0]), (..., every, cols[1]))):
         v = xp.stack([xp.concatenate([d[side].reshape(n, d.shape[1], -1) for d, _ in arrays], 1)
                       for side in sides], 2)
-        stat = _bin_stat(sort(xp.abs(v)), True, tail, xp)  # (N, sum of C, 2)
+        v = sort(xp.abs(v))
+        stat = _order_stat(v, 0.5) * _MAD  # the median: an edit on up to half a side leaves it
+        # the upper quantiles of what lies within 10x of that (a strong edit on the border,
+        # and its spill at coarse levels, are left out; a border residue is kept)
+        kept = (v <= 10.0 * stat[..., None]).sum(-1, keepdims=True)
+        for q, z in ((0.75, 1.1503), (0.9, 1.6449)):
+            pos = (kept - 1).clip(0) * q
+            lo = pos.astype(np.int64) if cpu else pos.long()
+            hi = xp.minimum(lo + 1, (kept - 1).clip(0))
+            at = (xp.take_along_axis(v, lo, -1), xp.take_along_axis(v, hi, -1)) if cpu else (
+                v.gather(-1, lo), v.gather(-1, hi))
+            stat = xp.maximum(stat, (at[0] + (at[1] - at[0]) * (pos - lo))[..., 0] / z)
         c0 = 0
         for d, sg in arrays:
             c = d.shape[1]
@@ -479,7 +490,7 @@ def _level_z(pix: torch.Tensor, fit: BinnedCurves, k: int, level: int, tail: boo
     abs_sd = _ABS_SD / k**0.5
     esig = fit.curve(e, spread=True, tail=tail, cap=abs_sd * white).clamp_min_(abs_sd * white)
     if border and min(s.shape[-2:]) > 2 * border:  # the border bands: their own sigmas
-        _border_sigma([(s[:, :k], sig), (e, esig)], border, tail)
+        _border_sigma([(s[:, :k], sig), (e, esig)], border)
     sm = s[:, :k].div_(sig)  # (s is this call's own)
     del curves, sig
     mean_z = _chi_to_z(sm.mul_(sm).sum(dim=1, keepdim=True), k).clamp_min(0)
@@ -537,7 +548,7 @@ def significance_map(
     noise = BinnedCurves(t, bins, flat)
     sigma = noise.curve(d, spread=True).clamp_min_(floor)
     if banded:
-        _border_sigma([(d, sigma)], border, tail)
+        _border_sigma([(d, sigma)], border)
     z0 = d.div_(sigma)
     del sigma
     pix = torch.cat([z0, z0.abs().mean(dim=1, keepdim=True), t[:, :1]], dim=1)

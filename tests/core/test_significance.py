@@ -596,3 +596,20 @@ def test_a_large_fill_or_a_small_image_gives_one_region_on_the_edit(
     regions = _regions(a, c)
     assert len(regions) == 1
     assert _box_iou(regions[0], (x0, y0, x1 - x0, y1 - y0)) > 0.8
+
+
+@pytest.mark.parametrize("side", ["top", "left", "bottom", "right"])
+def test_an_edit_touching_the_border_gets_a_box_reaching_it(astronaut: np.ndarray,
+                                                            side: str) -> None:
+    """Each border band's own sigma leaves out strong edits on it (and their spill at coarse
+    levels): a fill along 12% of a side once lowered the map there and the box stopped 4 px
+    short of the edge, short of where an annotation should start."""
+    h, w = astronaut.shape[:2]
+    x, y, bw, bh = {"top": (200, 0, 60, 40), "left": (0, 200, 40, 60),
+                    "bottom": (200, h - 40, 60, 40), "right": (w - 40, 200, 40, 60)}[side]
+    cand = astronaut.copy()
+    cand[y : y + bh, x : x + bw] = (255, 0, 0)
+    (region,) = _regions(astronaut, cand)
+    assert _box_iou(region, (x, y, bw, bh)) > 0.85
+    assert {"top": region.y == 0, "left": region.x == 0,
+            "bottom": region.y + region.height == h, "right": region.x + region.width == w}[side]
