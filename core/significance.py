@@ -531,7 +531,13 @@ def significance_map(
     d = b - (apply_linear_filter(a, beta) if filtered else a)
     if tone:  # then an image-wide tone change (and clipping at black or white)
         tone_fit = BinnedCurves(a[:, :1], max(1, bins // 2))
-        d = d.sub_(tone_fit.curve(d, spread=False, blocks=_TONE_BLOCKS))
+        curve = tone_fit.curve(d, spread=False, blocks=_TONE_BLOCKS)
+        # kept per channel only where it fits better than none (an exact pair with an edit:
+        # a curve bent by the edit would only move unchanged pixels)
+        before = _sample(d).abs().median(dim=-1).values
+        after = (_sample(d) - _sample(curve)).abs().median(dim=-1).values
+        d = d.sub_(curve.mul_((after < before).to(curve.dtype)[..., None, None]))
+        del curve
     k = a.shape[1]
     tt, flat = _pair_texture(a, b, reach, texture)
     flat = flat if flat is not None and bool(flat.any()) else None  # usually nothing
