@@ -421,41 +421,60 @@ def apply_linear_filter(a: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _quantiles(v: ArrayT, count: ArrayT, qs: tuple[float, ...], xp: Any) -> ArrayT:
+    """Quantiles ``qs`` (linear interpolation) of the first ``count`` values of each row of
+    ``v`` (R, L), sorted ascending: (R, len(qs)). NumPy or torch, as ``v``."""
+    last = (count - 1).clip(0)[:, None]
+    pos = last * (xp.asarray(qs) if xp is np else torch.tensor(qs, device=v.device))
+    lo = pos.astype(np.int64) if xp is np else pos.long()
+    hi = xp.minimum(lo + 1, last)
+    rows = (np.arange(v.shape[0]) if xp is np else torch.arange(v.shape[0], device=v.device))
+    a, b = v[rows[:, None], lo], v[rows[:, None], hi]
+    return a + (b - a) * (pos - lo)
+
+
 def _border_sigma(pairs: list[tuple[torch.Tensor, torch.Tensor]], width: int) -> None:
     """For each (residue, sigma) pair of (N, C, H, W): raise the sigma in each side's band of
-    ``width`` pixels to at least the robust sigma of the residue in that band (1.4826 x its
-    median |residue|: an edit along up to half a side leaves it), per channel, in place. How
-    a filter pads (reflect, replicate, a lost odd row) is unknown, so a band's residue is
-    measured on the band (one sort for all pairs; NumPy on the CPU: small arrays)."""
+    ``width`` pixels to at least the band's own robust sigma, per channel, in place: 1.4826 x
+    its median |residue| (an edit along up to half a side leaves it), raised by its q75 and
+    q90 over the values within 10x of that (a strong edit on the border, and its spill at
+    coarse levels, are left out; a border residue is kept). How a filter pads (reflect,
+    replicate, a lost odd row) is unknown, so a band's residue is measured on the band. All
+    bands of all pairs in one padded array, one sort (NumPy on the CPU: small arrays)."""
     cpu = pairs[0][0].device.type == "cpu"
     xp: Any = np if cpu else torch
-    sort = functools.partial(np.sort, axis=-1) if cpu else sort_last
-    arrays = [(d.numpy(), sg.numpy()) if cpu else (d, sg) for d, sg in pairs]
     n, _, h, w = pairs[0][0].shape
+    c = sum(d.shape[1] for d, _ in pairs)
+    lr, lc = width * w, width * h  # the lengths of a row band and of a column band
     every = slice(None)
-    rows, cols = (slice(0, width), slice(h - width, h)), (slice(0, width), slice(w - width, w))
-    for sides in (((..., rows[0], every), (..., rows[1], every)),
-                  ((..., every, cols[0]), (..., every, cols[1]))):
-        v = xp.stack([xp.concatenate([d[side].reshape(n, d.shape[1], -1) for d, _ in arrays], 1)
-                      for side in sides], 2)
-        v = sort(xp.abs(v))
-        stat = _order_stat(v, 0.5) * _MAD  # the median: an edit on up to half a side leaves it
-        # the upper quantiles of what lies within 10x of that (a strong edit on the border,
-        # and its spill at coarse levels, are left out; a border residue is kept)
-        kept = (v <= 10.0 * stat[..., None]).sum(-1, keepdims=True)
-        for q, z in ((0.75, 1.1503), (0.9, 1.6449)):
-            pos = (kept - 1).clip(0) * q
-            lo = pos.astype(np.int64) if cpu else pos.long()
-            hi = xp.minimum(lo + 1, (kept - 1).clip(0))
-            at = (xp.take_along_axis(v, lo, -1), xp.take_along_axis(v, hi, -1)) if cpu else (
-                v.gather(-1, lo), v.gather(-1, hi))
-            stat = xp.maximum(stat, (at[0] + (at[1] - at[0]) * (pos - lo))[..., 0] / z)
-        c0 = 0
-        for d, sg in arrays:
-            c = d.shape[1]
-            for i, side in enumerate(sides):
-                xp.maximum(sg[side], stat[:, c0 : c0 + c, i, None, None], out=sg[side])
-            c0 += c
+    sides = ((..., slice(0, width), every), (..., slice(h - width, h), every),
+             (..., every, slice(0, width)), (..., every, slice(w - width, w)))
+    v = (np.full((n, c, 4, max(lr, lc)), np.inf, np.float32) if cpu else
+         torch.full((n, c, 4, max(lr, lc)), float("inf"), device=pairs[0][0].device))
+    c0 = 0
+    for d, _ in pairs:
+        x, ci = (d.numpy() if cpu else d), d.shape[1]
+        for i, side in enumerate(sides):
+            band = x[side]
+            xp.abs(band, out=v[:, c0 : c0 + ci, i, : band.shape[-2] * band.shape[-1]].reshape(
+                band.shape))
+        c0 += ci
+    v = (np.sort(v, axis=-1) if cpu else sort_last(v)).reshape(n * c * 4, -1)
+    count = np.tile(np.array([lr, lr, lc, lc]), n * c)
+    if not cpu:
+        count = torch.from_numpy(count).to(v.device)
+    stat = _quantiles(v, count, (0.5,), xp)[:, 0] * _MAD
+    kept = (v <= 10.0 * stat[:, None]).sum(-1)
+    upper = _quantiles(v, kept, (0.75, 0.9), xp) / (xp.asarray([1.1503, 1.6449]) if cpu else
+                                                     torch.tensor([1.1503, 1.6449],
+                                                                  device=v.device))
+    stat = xp.maximum(stat, upper.max(-1) if cpu else upper.amax(-1)).reshape(n, c, 4)
+    c0 = 0
+    for d, sg in pairs:
+        y, ci = (sg.numpy() if cpu else sg), d.shape[1]
+        for i, side in enumerate(sides):
+            xp.maximum(y[side], stat[:, c0 : c0 + ci, i, None, None], out=y[side])
+        c0 += ci
 
 
 def _robust_z(x: torch.Tensor, floor_sd: float, centre: bool = True) -> torch.Tensor:
