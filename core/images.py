@@ -183,7 +183,8 @@ def _open(src: Any, limits: Limits | None, what: str) -> np.ndarray:
 
 
 def image_size(data: bytes) -> tuple[int, int]:
-    """(width, height) from the header alone (Pillow's guard applies: see open_header)."""
+    """(width, height) from the header alone (Pillow's guard applies: see open_header), as
+    stored: an EXIF orientation of 5-8 swaps them in the decoded array."""
     try:
         with open_header(io.BytesIO(data)) as img:
             return img.size

@@ -169,7 +169,7 @@ def _bin_stat(v: ArrayT, spread: bool, tail: bool, xp: Any, cap: float = 0.0) ->
         q90 = _order_stat(v, 0.9) / 1.6449
         if cap:  # where the bulk is below the floor (an exact pair's untouched pixels), a tail
             # above 3x the floor is edits making up a tenth of the bin, not noise
-            q90 = xp.where(stat < cap, xp.minimum(q90, 3.0 * cap), q90)
+            q90 = xp.where(stat < cap, q90.clip(max=3.0 * cap), q90)  # (torch: no float minimum)
         stat = xp.maximum(stat, q90)
     return stat
 
@@ -266,11 +266,18 @@ class BinnedCurves:
     def fit(self, val: torch.Tensor, spread: bool | tuple[bool, ...], tail: bool = False,
             cap: float = 0.0, blocks: int = 0) -> torch.Tensor:
         """One robust value per bin (N, K, B) of ``val`` (N, K, H, W); see ``curve``
-        (``spread`` may also be one flag per channel: several curves in one pass)."""
+        (``spread`` may also be one flag per channel: several curves in one pass). ``cap``:
+        the floor the sigma will get (see ``curve``). ``blocks`` (medians only, with a
+        one-channel key): each bin's median is the median over a blocks x blocks grid
+        of the image of each block's own median, so a change confined to a few blocks does
+        not move it."""
         n, k = val.shape[:2]
         order = self.order.expand(n, k, -1) if self.order.shape[1] != k else self.order
         v = _sample(val).gather(2, order).view(n, k, self.b, self.per)
-        if blocks and spread is False:  # medians across a blocks x blocks grid of the image
+        flags = (spread,) * k if isinstance(spread, bool) else spread
+        if blocks and not any(flags):  # medians across a blocks x blocks grid of the image
+            if self.order.shape[1] != 1:
+                raise ValueError("blocks needs a one-channel key (its members' blocks)")
             h, w = val.shape[-2:]
             step = max(1, int((h * w / SAMPLES) ** 0.5))
             ny, nx = len(range(0, h, step)), len(range(0, w, step))
@@ -279,7 +286,6 @@ class BinnedCurves:
             block = where[self.order[:, :1].cpu().numpy()].reshape(n, 1, self.b, self.per)
             med = _block_median(v.cpu().numpy(), block, blocks * blocks)
             return torch.from_numpy(med).to(val.device)
-        flags = (spread,) * k if isinstance(spread, bool) else spread
         if v.device.type == "cpu":  # small arrays: NumPy's per-call cost is a fraction of torch's
             return torch.from_numpy(_bin_stats(v.numpy(), flags, tail, np, cap))
         return _bin_stats(v, flags, tail, torch, cap)
@@ -433,12 +439,13 @@ def _quantiles(v: ArrayT, count: ArrayT, qs: tuple[float, ...], xp: Any) -> Arra
     return a + (b - a) * (pos - lo)
 
 
-def _border_sigma(pairs: list[tuple[torch.Tensor, torch.Tensor]], width: int) -> None:
+def _border_sigma(pairs: list[tuple[torch.Tensor, torch.Tensor]], width: int,
+                  tail: bool = True) -> None:
     """For each (residue, sigma) pair of (N, C, H, W): raise the sigma in each side's band of
     ``width`` pixels to at least the band's own robust sigma, per channel, in place: 1.4826 x
     its median |residue| (an edit along up to half a side leaves it), raised by its q75 and
-    q90 over the values within 10x of that (a strong edit on the border, and its spill at
-    coarse levels, are left out; a border residue is kept). How a filter pads (reflect,
+    (with ``tail``) q90 over the values within 10x of that (a strong edit on the border, and
+    its spill at coarse levels, are left out; a border residue is kept). How a filter pads (reflect,
     replicate, a lost odd row) is unknown, so a band's residue is measured on the band. All
     bands of all pairs in one padded array, one sort (NumPy on the CPU: small arrays)."""
     cpu = pairs[0][0].device.type == "cpu"
@@ -465,9 +472,9 @@ def _border_sigma(pairs: list[tuple[torch.Tensor, torch.Tensor]], width: int) ->
         count = torch.from_numpy(count).to(v.device)
     stat = _quantiles(v, count, (0.5,), xp)[:, 0] * _MAD
     kept = (v <= 10.0 * stat[:, None]).sum(-1)
-    upper = _quantiles(v, kept, (0.75, 0.9), xp) / (xp.asarray([1.1503, 1.6449]) if cpu else
-                                                     torch.tensor([1.1503, 1.6449],
-                                                                  device=v.device))
+    qs, zs = ((0.75, 0.9), [1.1503, 1.6449]) if tail else ((0.75,), [1.1503])
+    upper = _quantiles(v, kept, qs, xp) / (xp.asarray(zs) if cpu else
+                                           torch.tensor(zs, device=v.device))
     stat = xp.maximum(stat, upper.max(-1) if cpu else upper.amax(-1)).reshape(n, c, 4)
     c0 = 0
     for d, sg in pairs:
@@ -509,7 +516,7 @@ def _level_z(pix: torch.Tensor, fit: BinnedCurves, k: int, level: int, tail: boo
     abs_sd = _ABS_SD / k**0.5
     esig = fit.curve(e, spread=True, tail=tail, cap=abs_sd * white).clamp_min_(abs_sd * white)
     if border and min(s.shape[-2:]) > 2 * border:  # the border bands: their own sigmas
-        _border_sigma([(s[:, :k], sig), (e, esig)], border)
+        _border_sigma([(s[:, :k], sig), (e, esig)], border, tail)
     sm = s[:, :k].div_(sig)  # (s is this call's own)
     del curves, sig
     mean_z = _chi_to_z(sm.mul_(sm).sum(dim=1, keepdim=True), k).clamp_min(0)
@@ -548,7 +555,8 @@ def significance_map(
     beta = fit_linear_filter(a, b, kernel) if kernel else None
     filtered = beta is not None and not _is_identity(beta)
     d = b - (apply_linear_filter(a, beta) if filtered else a)
-    if tone:  # then an image-wide tone change (and clipping at black or white)
+    if tone:  # then an image-wide tone change (and clipping at black or white, where it
+        # is most of the image's residue: see below)
         tone_fit = BinnedCurves(a[:, :1], max(1, bins // 2))
         curve = tone_fit.curve(d, spread=False, blocks=_TONE_BLOCKS)
         # kept per channel only where it fits better than none (an exact pair with an edit:
@@ -573,7 +581,7 @@ def significance_map(
     noise = BinnedCurves(t, bins, flat)
     sigma = noise.curve(d, spread=True).clamp_min_(floor)
     if banded:
-        _border_sigma([(d, sigma)], border)
+        _border_sigma([(d, sigma)], border, tail)
     z0 = d.div_(sigma)
     del sigma
     pix = torch.cat([z0, z0.abs().mean(dim=1, keepdim=True), t[:, :1]], dim=1)

@@ -626,3 +626,18 @@ def test_a_thin_strip_with_one_edit_gets_one_region_on_it(astronaut: np.ndarray,
     cand[:, 300:360] = (255, 0, 0)
     (region,) = _regions(ref, cand)
     assert _box_iou(region, (300, 0, 60, ref.shape[0])) > 0.85
+
+
+def test_the_torch_branch_of_the_bin_statistics_matches_numpys() -> None:
+    """The CUDA path runs _bin_stats on torch tensors (no GPU here: the same branch on the
+    CPU): tails, the floor cap, and mixed spread flags agree with the NumPy branch."""
+    from core.significance import _bin_stats
+
+    rng = np.random.default_rng(5)
+    v = rng.normal(size=(2, 3, 4, 64)).astype(np.float32)
+    v[0, 1, 2, :56] = 0.0  # a bin whose bulk is exact: the cap applies
+    for flags in ((True, True, True), (True, False, True), (False, False, False)):
+        for tail in (False, True):
+            want = _bin_stats(v, flags, tail, np, cap=0.25)
+            got = _bin_stats(torch.from_numpy(v), flags, tail, torch, cap=0.25)
+            np.testing.assert_allclose(got.numpy(), want, rtol=1e-6, atol=1e-7)
