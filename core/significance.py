@@ -197,8 +197,9 @@ def _block_median(v: np.ndarray, block: np.ndarray, blocks: int) -> np.ndarray:
     span = np.maximum(v.max(axis=-1, keepdims=True) - lo, 1e-30)
     # grouped by block, then by value (the values themselves gathered: exact zeros stay zeros)
     grouped = np.take_along_axis(v, np.argsort((v - lo) / span * 0.5 + block, axis=-1), -1)
-    ids = np.arange(blocks)
-    counts = (block[..., None] == ids).sum(axis=-2)  # (N, 1, B, blocks)
+    rows = np.arange(block.shape[0] * block.shape[2]).reshape(block.shape[0], 1, -1, 1)
+    counts = np.bincount((rows * blocks + block).ravel(), minlength=rows.size * blocks
+                         ).reshape(*block.shape[:3], blocks)  # (N, 1, B, blocks)
     mid = np.maximum(np.cumsum(counts, axis=-1) - counts + (counts - 1) // 2, 0)
     med = np.take_along_axis(grouped, np.broadcast_to(mid, (*v.shape[:3], blocks)), axis=-1)
     med = np.where(counts >= 4, med, np.inf)
@@ -561,10 +562,13 @@ def significance_map(
         curve = tone_fit.curve(d, spread=False, blocks=_TONE_BLOCKS)
         # kept per channel only where it fits better than none (an exact pair with an edit:
         # a curve bent by the edit would only move unchanged pixels)
-        before = _sample(d).abs().median(dim=-1).values
-        after = (_sample(d) - _sample(curve)).abs().median(dim=-1).values
-        d = d.sub_(curve.mul_((after < before).to(curve.dtype)[..., None, None]))
-        del curve
+        ds = _sample(d)
+        both = torch.stack([ds, ds - _sample(curve)]).abs_().median(dim=-1).values
+        keep = both[1] < both[0]  # (N, C)
+        if not bool(keep.all()):
+            curve = curve.mul_(keep.to(curve.dtype)[..., None, None])
+        d = d.sub_(curve)
+        del curve, ds
     k = a.shape[1]
     tt, flat = _pair_texture(a, b, reach, texture)
     flat = flat if flat is not None and bool(flat.any()) else None  # usually nothing
