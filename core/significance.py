@@ -574,7 +574,7 @@ def significance_map(
     flat = flat if flat is not None and bool(flat.any()) else None  # usually nothing
     if flat is not None and reach:  # with the ring inside it, where the candidate's texture
         # is the blurred trace of the fill's edge (the lowest keys, held by the fill's pixels)
-        flat = max_filter(flat.to(a.dtype), reach + 1) > 0
+        flat = max_filter(flat.to(torch.uint8), reach + 1) > 0  # (bytes: a tenth of the peak)
     banded = bool(border) and min(tt.shape[-2:]) > 2 * border
     if banded:  # filters pad differently at the borders
         top = tt.amax(dim=(-2, -1), keepdim=True)
