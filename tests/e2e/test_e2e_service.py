@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from core import Finder
+from tests.conftest import png
 
 from .conftest import Server
 
@@ -144,7 +145,7 @@ def test_url_input_with_the_policy_opened(server, start_server, site, photo_png)
     np.testing.assert_array_equal(decode_map(r.json()["map"]), decode_map(inline["map"]))
 
 
-SLOW = json.dumps({"strategy": "gradient", "metric": "ssim"})  # ~0.2-0.5 s at 512x512
+SLOW = json.dumps({"strategy": "gradient", "metric": "ssim"})  # ~35 ms at 512x512 alone
 
 
 def test_full_queue_gives_503_at_once(start_server, photo_png):
@@ -182,11 +183,15 @@ def _raw_multipart(photo_png: dict[str, bytes], port: int) -> bytes:
     return f"POST /v1/diff HTTP/1.1\r\n{head}\r\n".encode() + body
 
 
-def test_work_of_a_departed_client_is_dropped(start_server, photo_png):
+def test_work_of_a_departed_client_is_dropped(start_server, photos, photo_png):
     s = start_server(DF_QUEUE_SIZE="4", DF_CPU_WORKERS="1")
     s.wait_ready()
+    # the blocker must still be computing when the departed request is queued behind it: a
+    # 1536² pair (~0.3 s of SLOW work; a 512² one took ~35 ms, so the second one could start
+    # before its client left)
+    big = {k: png(np.tile(photos[k], (3, 3, 1))) for k in ("ref", "cand")}
     blocker = threading.Thread(target=lambda: httpx.post(
-        s.url + "/v1/diff", files=files(photo_png), data={"config": SLOW}, timeout=60))
+        s.url + "/v1/diff", files=files(big), data={"config": SLOW}, timeout=60))
     blocker.start()
     time.sleep(0.1)
     with socket.create_connection(("127.0.0.1", s.port)) as sock:
