@@ -128,9 +128,15 @@ def test_health_answers_quickly_while_every_worker_computes(start_server):
     threads = [threading.Thread(target=load) for _ in range(4)]
     [t.start() for t in threads]
     try:
-        time.sleep(1.5)  # every worker is computing by now
-        busy = httpx.get(server.url + "/readyz", timeout=5).json()["workers"]
-        assert all(w["busy"] for w in busy), busy
+        # every worker computing at once: polled, since a ~60 ms map leaves each worker idle
+        # between jobs for a moment (one poll at 1.5 s once caught worker 1 between two)
+        deadline = time.monotonic() + 10
+        while True:
+            busy = httpx.get(server.url + "/readyz", timeout=5).json()["workers"]
+            if all(w["busy"] for w in busy):
+                break
+            assert time.monotonic() < deadline, busy
+            time.sleep(0.02)
         times = []
         with httpx.Client(base_url=server.url, timeout=5) as client:
             for _ in range(60):
