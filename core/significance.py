@@ -43,6 +43,7 @@ SIGNIFICANCE_UNIT = "significance (robust sigmas)"
 _MAD = 1.4826  # MAD -> standard deviation of a normal distribution
 _BLUR_GAIN = 0.375  # sd gain of the 2-D [1, 2, 1] / 4 blur on white noise (6/16 per axis)
 _ABS_MEAN, _ABS_SD = 0.7979, 0.6028  # mean and sd of |z| for z ~ N(0, 1)
+_Q75_SD, _Q90_SD = 1.1503, 1.6449  # q75 and q90 of |z| for z ~ N(0, 1), in sigmas
 #: pixels sampled (a regular grid) for the robust statistics of a level or a curve
 SAMPLES = 4096
 _FIT_SAMPLES = 2048  # pixels sampled to fit the image-wide linear filter (26 coefficients)
@@ -143,10 +144,15 @@ def _base_grid(x: torch.Tensor) -> torch.Tensor:
                       for r in rows], dim=-2)
 
 
+def _sample_grid(h: int, w: int) -> tuple[int, int, int]:
+    """The step of :func:`_sample`'s grid on an h x w image, and its rows and columns."""
+    step = max(1, int((h * w / SAMPLES) ** 0.5))
+    return step, len(range(0, h, step)), len(range(0, w, step))
+
+
 def _sample(x: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) -> (N, C, S): a regular subsample of about SAMPLES pixels."""
-    h, w = x.shape[-2:]
-    step = max(1, int((h * w / SAMPLES) ** 0.5))
+    step = _sample_grid(*x.shape[-2:])[0]
     return x[..., ::step, ::step].reshape(x.shape[0], x.shape[1], -1)
 
 
@@ -164,9 +170,9 @@ def _bin_stat(v: ArrayT, spread: bool, tail: bool, xp: Any, cap: float = 0.0) ->
     with ``spread`` the robust sigma of :meth:`BinnedCurves.curve` (``cap``: its floor)."""
     if not spread:
         return v[..., (v.shape[-1] - 1) // 2]  # the (lower) median, as torch.median
-    stat = xp.maximum(_order_stat(v, 0.5) * _MAD, _order_stat(v, 0.75) / 1.1503)
+    stat = xp.maximum(_order_stat(v, 0.5) * _MAD, _order_stat(v, 0.75) / _Q75_SD)
     if tail:  # heavier-than-normal tails widen the sigma (q90 of |normal| = 1.645 sigma)
-        q90 = _order_stat(v, 0.9) / 1.6449
+        q90 = _order_stat(v, 0.9) / _Q90_SD
         if cap:  # where the bulk is below the floor (an exact pair's untouched pixels), a tail
             # above 3x the floor is edits making up a tenth of the bin, not noise
             q90 = xp.where(stat < cap, q90.clip(max=3.0 * cap), q90)  # (torch: no float minimum)
@@ -279,10 +285,8 @@ class BinnedCurves:
         if blocks and not any(flags):  # medians across a blocks x blocks grid of the image
             if self.order.shape[1] != 1:
                 raise ValueError("blocks needs a one-channel key (its members' blocks)")
-            h, w = val.shape[-2:]
-            step = max(1, int((h * w / SAMPLES) ** 0.5))
-            ny, nx = len(range(0, h, step)), len(range(0, w, step))
-            i = np.arange(ny * nx)
+            _, ny, nx = _sample_grid(*val.shape[-2:])
+            i = np.arange(ny * nx)  # the samples, row-major as _sample flattens them
             where = (i // nx * blocks // ny) * blocks + (i % nx) * blocks // nx
             block = where[self.order[:, :1].cpu().numpy()].reshape(n, 1, self.b, self.per)
             med = _block_median(v.cpu().numpy(), block, blocks * blocks)
@@ -473,7 +477,7 @@ def _border_sigma(pairs: list[tuple[torch.Tensor, torch.Tensor]], width: int,
         count = torch.from_numpy(count).to(v.device)
     stat = _quantiles(v, count, (0.5,), xp)[:, 0] * _MAD
     kept = (v <= 10.0 * stat[:, None]).sum(-1)
-    qs, zs = ((0.75, 0.9), [1.1503, 1.6449]) if tail else ((0.75,), [1.1503])
+    qs, zs = ((0.75, 0.9), [_Q75_SD, _Q90_SD]) if tail else ((0.75,), [_Q75_SD])
     upper = _quantiles(v, kept, qs, xp) / (xp.asarray(zs) if cpu else
                                            torch.tensor(zs, device=v.device))
     stat = xp.maximum(stat, upper.max(-1) if cpu else upper.amax(-1)).reshape(n, c, 4)
@@ -574,7 +578,7 @@ def significance_map(
     flat = flat if flat is not None and bool(flat.any()) else None  # usually nothing
     if flat is not None and reach:  # with the ring inside it, where the candidate's texture
         # is the blurred trace of the fill's edge (the lowest keys, held by the fill's pixels)
-        flat = max_filter(flat.to(torch.uint8), reach + 1) > 0  # (bytes: a tenth of the peak)
+        flat = max_filter(flat.to(torch.uint8), reach + 1) > 0  # (as bytes, not floats)
     banded = bool(border) and min(tt.shape[-2:]) > 2 * border
     if banded:  # filters pad differently at the borders
         top = tt.amax(dim=(-2, -1), keepdim=True)
